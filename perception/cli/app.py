@@ -1,0 +1,43 @@
+"""The Typer application that every command module registers on.
+
+Each command lives in its own module under :mod:`perception.cli` so that a newcomer finds
+the code of ``perception X`` in ``perception/cli/X.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="perception",
+    help="Multi-camera driving perception: RepVGG detection + metric depth + bird's-eye view.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: model latency/memory/FLOPs, end-to-end pipeline.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Exit with a one-line reason on stderr (the CLI contract for bad input)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def not_built(command: str, issue: str) -> NoReturn:
+    """Commands that are designed but not implemented yet say so and exit 2."""
+    console.print(f"[yellow]perception {command}: not built yet[/] ({issue}).", highlight=False)
+    raise typer.Exit(2)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

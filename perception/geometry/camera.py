@@ -1,0 +1,274 @@
+"""Pinhole camera with OpenCV distortion, and a rig of cameras on one car.
+
+Conventions (DESIGN.md section 2): camera frame is OpenCV (x right, y down, z forward);
+``T_ego_cam`` is the 4x4 camera-to-ego transform; ego is x forward, y left, z up with the
+origin on the ground under the rear axle. Any resize or crop updates ``K`` via
+:meth:`Camera.scaled` / :meth:`Camera.cropped`; code never uses an image without its ``K``.
+
+Distortion uses OpenCV (``cv2.projectPoints`` / ``cv2.undistortPoints`` / ``cv2.undistort``)
+since it already implements the exact Brown-Conrady model that calibration produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import yaml
+
+from perception.geometry.transforms import invert_transform, transform_points
+
+
+class CalibrationError(ValueError):
+    """A calibration file or field is missing, malformed or inconsistent."""
+
+
+def _matrix(value: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{where}: field '{name}' is not numeric ({exc})") from None
+    if arr.shape != shape:
+        raise CalibrationError(f"{where}: field '{name}' has shape {arr.shape}, expected {shape}")
+    if not np.all(np.isfinite(arr)):
+        raise CalibrationError(f"{where}: field '{name}' contains NaN or Inf")
+    return arr
+
+
+@dataclass
+class Camera:
+    """One calibrated camera: intrinsics ``K``, distortion ``dist``, image size, mounting."""
+
+    name: str
+    width: int
+    height: int
+    K: np.ndarray
+    dist: np.ndarray = field(default_factory=lambda: np.zeros(5))
+    T_ego_cam: np.ndarray = field(default_factory=lambda: np.eye(4))
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"camera '{self.name}'"
+        self.K = _matrix(self.K, (3, 3), "K", where)
+        dist = np.asarray(self.dist if self.dist is not None else np.zeros(5), dtype=np.float64).reshape(-1)
+        if dist.size not in (4, 5, 8, 12, 14):
+            raise CalibrationError(f"{where}: field 'dist' has {dist.size} coefficients, expected 4, 5, 8, 12 or 14")
+        if not np.all(np.isfinite(dist)):
+            raise CalibrationError(f"{where}: field 'dist' contains NaN or Inf")
+        self.dist = dist
+        self.T_ego_cam = _matrix(self.T_ego_cam, (4, 4), "T_ego_cam", where)
+        self.width, self.height = int(self.width), int(self.height)
+        if self.width <= 0 or self.height <= 0:
+            raise CalibrationError(f"{where}: fields 'width'/'height' must be positive, got {self.width}x{self.height}")
+        if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
+            raise CalibrationError(f"{where}: field 'K' has non-positive focal length")
+        R = self.T_ego_cam[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
+            raise CalibrationError(f"{where}: field 'T_ego_cam' rotation is not orthonormal")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def fx(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K[1, 1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.width, self.height
+
+    @property
+    def T_cam_ego(self) -> np.ndarray:
+        return invert_transform(self.T_ego_cam)
+
+    @property
+    def has_distortion(self) -> bool:
+        return bool(np.any(self.dist != 0))
+
+    # ----------------------------------------------------------------- projection
+    def project(self, points_ego: np.ndarray, *, apply_distortion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Project ``[N, 3]`` ego-frame points to pixels.
+
+        Returns ``(uv [N, 2], depth [N])`` where depth is the camera z (points with
+        depth <= 0 are behind the camera; their uv is meaningless).
+        """
+        pts_cam = transform_points(self.T_cam_ego, np.asarray(points_ego, dtype=np.float64).reshape(-1, 3))
+        return self.project_cam(pts_cam, apply_distortion=apply_distortion)
+
+    def project_cam(self, points_cam: np.ndarray, *, apply_distortion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Project ``[N, 3]`` camera-frame points to pixels; returns ``(uv, depth)``."""
+        pts = np.asarray(points_cam, dtype=np.float64).reshape(-1, 3)
+        depth = pts[:, 2].copy()
+        if apply_distortion and self.has_distortion and len(pts):
+            front = depth > 1e-6
+            uv = np.full((len(pts), 2), np.nan)
+            if front.any():
+                proj, _ = cv2.projectPoints(pts[front], np.zeros(3), np.zeros(3), self.K, self.dist)
+                uv[front] = proj.reshape(-1, 2)
+            return uv, depth
+        z = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
+        uv = (pts[:, :2] / z[:, None]) * np.array([self.K[0, 0], self.K[1, 1]]) + self.K[:2, 2]
+        uv[:, 0] += self.K[0, 1] * pts[:, 1] / z
+        return uv, depth
+
+    def unproject(self, uv: np.ndarray, depth: np.ndarray | float, *, to_ego: bool = True,
+                  apply_distortion: bool = True) -> np.ndarray:
+        """Lift pixels with z-depth (metres along the optical axis) to 3D points.
+
+        Returns ``[N, 3]`` points in the ego frame (or camera frame with ``to_ego=False``).
+        """
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        depth = np.broadcast_to(np.asarray(depth, dtype=np.float64).reshape(-1), (len(uv),))
+        rays = self.pixel_rays(uv, apply_distortion=apply_distortion)
+        pts_cam = rays * depth[:, None]
+        return transform_points(self.T_ego_cam, pts_cam) if to_ego else pts_cam
+
+    def pixel_rays(self, uv: np.ndarray, *, apply_distortion: bool = True) -> np.ndarray:
+        """Camera-frame rays with z = 1 for ``[N, 2]`` pixels."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if apply_distortion and self.has_distortion and len(uv):
+            xy = cv2.undistortPointsIter(uv.reshape(-1, 1, 2), self.K, self.dist, None, None,
+                                         (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)).reshape(-1, 2)
+        else:
+            Kinv = np.linalg.inv(self.K)
+            xy = (np.c_[uv, np.ones(len(uv))] @ Kinv.T)[:, :2]
+        return np.c_[xy, np.ones(len(xy))]
+
+    def undistort(self, image: np.ndarray) -> np.ndarray:
+        """Undistort an image to the pinhole model with the same ``K`` (OpenCV remap)."""
+        self.check_image(image)
+        if not self.has_distortion:
+            return image
+        return cv2.undistort(image, self.K, self.dist)
+
+    def pinhole(self) -> "Camera":
+        """The same camera after :meth:`undistort`: identical K, zero distortion."""
+        return Camera(self.name, self.width, self.height, self.K.copy(), np.zeros(5), self.T_ego_cam.copy(), self.source)
+
+    # ----------------------------------------------------------------- resizing
+    def scaled(self, width: int, height: int) -> "Camera":
+        """The camera for the image resized to ``width x height`` (K scaled per axis).
+
+        Uses the pixel-centre convention of ``cv2.resize``: ``u' = (u + 0.5) * s - 0.5``.
+        """
+        sx, sy = width / self.width, height / self.height
+        K = self.K.copy()
+        K[0, 0] *= sx
+        K[0, 1] *= sx
+        K[1, 1] *= sy
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return Camera(self.name, width, height, K, self.dist.copy(), self.T_ego_cam.copy(), self.source)
+
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> "Camera":
+        """The camera for the crop ``image[y0:y0+height, x0:x0+width]`` (may pad if negative)."""
+        K = self.K.copy()
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        return Camera(self.name, width, height, K, self.dist.copy(), self.T_ego_cam.copy(), self.source)
+
+    def check_image(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if (w, h) != (self.width, self.height):
+            raise CalibrationError(
+                f"camera '{self.name}': image is {w}x{h} but the calibration is for {self.width}x{self.height}; "
+                "use Camera.scaled() to match")
+
+    # ----------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.source is not None:
+            d["source"] = self.source
+        d.update(width=self.width, height=self.height, K=self.K.round(6).tolist(),
+                 dist=self.dist.round(8).tolist(), T_ego_cam=self.T_ego_cam.round(8).tolist())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "camera") -> "Camera":
+        if not isinstance(d, dict):
+            raise CalibrationError(f"{where}: expected a mapping, got {type(d).__name__}")
+        name = str(d.get("name", where))
+        where = f"{where} '{name}'" if "name" in d else where
+        for key in ("width", "height", "K"):
+            if key not in d:
+                raise CalibrationError(f"{where}: missing field '{key}'")
+        try:
+            width, height = int(d["width"]), int(d["height"])
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{where}: fields 'width'/'height' must be integers") from None
+        return cls(name=name, width=width, height=height, K=d["K"], dist=d.get("dist", np.zeros(5)),
+                   T_ego_cam=d.get("T_ego_cam", np.eye(4)), source=d.get("source"))
+
+
+@dataclass
+class Rig:
+    """The cameras of one car (DESIGN.md section 3)."""
+
+    name: str
+    cameras: list[Camera]
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise CalibrationError(f"rig '{self.name}': camera names are not unique: {names}")
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def __iter__(self) -> Iterator[Camera]:
+        return iter(self.cameras)
+
+    def __getitem__(self, key: int | str) -> Camera:
+        if isinstance(key, str):
+            for cam in self.cameras:
+                if cam.name == key:
+                    return cam
+            raise KeyError(f"rig '{self.name}' has no camera '{key}' (has {self.names})")
+        return self.cameras[key]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    def scaled(self, width: int, height: int) -> "Rig":
+        return Rig(self.name, [c.scaled(width, height) for c in self.cameras])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "cameras": [c.to_dict() for c in self.cameras]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "rig") -> "Rig":
+        if not isinstance(d, dict):
+            raise CalibrationError(f"{where}: expected a mapping at the top level")
+        if "cameras" not in d:
+            raise CalibrationError(f"{where}: missing field 'cameras'")
+        cams = d["cameras"]
+        if not isinstance(cams, list) or not cams:
+            raise CalibrationError(f"{where}: field 'cameras' must be a non-empty list")
+        return cls(str(d.get("name", Path(where).stem)),
+                   [Camera.from_dict(c, f"{where}: cameras[{i}]") for i, c in enumerate(cams)])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Rig":
+        """Load a rig YAML (a single-camera file with top-level K/width/height also works)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CalibrationError(f"{path}: calibration file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(data, dict) and "cameras" not in data and "K" in data:
+            data = {"name": data.get("name", path.stem), "cameras": [data]}
+        return cls.from_dict(data, str(path))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120))
