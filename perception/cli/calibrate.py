@@ -1,16 +1,78 @@
-"""`perception calibrate`: Calibrate a camera from chessboard images."""
+"""`perception calibrate`: calibrate a camera from chessboard images and write a rig YAML."""
 
 from __future__ import annotations
 
+import glob
+import math
+from pathlib import Path
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from perception.cli.app import app, not_built
+from perception.cli.app import app, console, fail
 
 
-@app.command(
-    "calibrate",
-    help="Calibrate a camera from chessboard images.",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def calibrate_command(ctx: typer.Context) -> None:
-    not_built("calibrate", "issue 4 (geometry)")
+@app.command("calibrate", help="Calibrate a camera from chessboard images (OpenCV) and write a single-camera rig YAML.")
+def calibrate_command(
+    images: str = typer.Option(..., "--images", help="Glob of chessboard photos, e.g. 'camera_cal/*.jpg' (quote it)."),
+    pattern: str = typer.Option("9x6", "--pattern", help="Inner corners per row x per column, e.g. 9x6."),
+    out: Path = typer.Option(..., "--out", help="Output rig YAML (readable by Rig.load / --calib)."),
+    square_size: float = typer.Option(1.0, "--square-size", help="Chessboard square size in metres (intrinsics do not depend on it)."),
+    name: str = typer.Option("front", "--name", help="Camera name in the rig."),
+    height: float = typer.Option(1.4, "--height", help="Assumed mount height above the ground (m)."),
+    forward: float = typer.Option(0.0, "--forward", help="Assumed mount position ahead of the ego origin / rear axle (m)."),
+    pitch_deg: float = typer.Option(0.0, "--pitch-deg", help="Assumed downward pitch of the camera (deg)."),
+    yaw_deg: float = typer.Option(0.0, "--yaw-deg", help="Assumed yaw (deg, 0 = forward, 90 = left)."),
+) -> None:
+    from perception.data.readers.common import DataError
+    from perception.geometry import CalibrationError, camera_pose
+    from perception.geometry.calibration import calibrate_chessboard, parse_pattern
+
+    try:
+        pat = parse_pattern(pattern)
+    except ValueError as exc:
+        fail(str(exc))
+    if square_size <= 0:
+        fail(f"--square-size must be positive, got {square_size}")
+    from perception.data.readers.video import natural_key
+
+    if any(c in images for c in "*?["):
+        paths = glob.glob(images, recursive=True)
+    elif Path(images).is_dir():
+        paths = [str(p) for p in Path(images).iterdir()]
+    else:
+        paths = [images]
+    paths = sorted((p for p in paths if Path(p).is_file()), key=natural_key)
+    if not paths:
+        fail(f"no files match {images!r}")
+    mount = camera_pose(forward, 0.0, height, math.radians(yaw_deg), pitch=math.radians(pitch_deg))
+    try:
+        with Progress(TextColumn("[bold]finding corners"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("", total=len(paths))
+            result = calibrate_chessboard(paths, pat, square_size=square_size, name=name, T_ego_cam=mount,
+                                          progress=lambda p: bar.update(task, advance=1, description=Path(p).name))
+        result.rig(name=out.stem).save(out)
+    except (CalibrationError, DataError, ValueError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{out}: cannot write ({exc.strerror})")
+
+    cam = result.camera
+    console.print(f"[bold green]RMS reprojection error: {result.rms:.3f} px[/] "
+                  f"({len(result.used)} of {len(paths)} images used, {result.image_size[0]}x{result.image_size[1]})",
+                  highlight=False)
+    if result.skipped:
+        table = Table("skipped image", "reason", title=f"{len(result.skipped)} skipped", title_justify="left")
+        for p, reason in result.skipped:
+            table.add_row(Path(p).name, reason)
+        console.print(table)
+    console.print(f"fx {cam.fx:.2f}  fy {cam.fy:.2f}  cx {cam.K[0, 2]:.2f}  cy {cam.K[1, 2]:.2f}  "
+                  f"dist {[round(float(d), 5) for d in cam.dist]}", highlight=False)
+    worst = max(result.per_image_rms.items(), key=lambda kv: kv[1])
+    console.print(f"per-image RMS {min(result.per_image_rms.values()):.2f}-{worst[1]:.2f} px "
+                  f"(worst {Path(worst[0]).name})", highlight=False)
+    console.print(f"mount assumed: {height:.2f} m high, {forward:.2f} m ahead of the ego origin, "
+                  f"pitch {pitch_deg:.1f} deg, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)", highlight=False)
+    console.print(f"wrote {out}", highlight=False)

@@ -38,6 +38,23 @@ def _matrix(value: Any, shape: tuple[int, ...], name: str, where: str) -> np.nda
     return arr
 
 
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
+
+
+def _undistort_points(uv: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Normalised undistorted coordinates ``[N, 2]`` of distorted pixels (iterative, tight criteria).
+
+    OpenCV 4.x has ``undistortPointsIter`` for the criteria overload; OpenCV 5 folded it into
+    ``undistortPoints(..., criteria=...)``.
+    """
+    pts = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 1, 2)
+    if hasattr(cv2, "undistortPointsIter"):
+        out = cv2.undistortPointsIter(pts, K, dist, None, None, _UNDISTORT_CRITERIA)
+    else:
+        out = cv2.undistortPoints(pts, K, dist, R=None, P=None, criteria=_UNDISTORT_CRITERIA)
+    return out.reshape(-1, 2)
+
+
 @dataclass
 class Camera:
     """One calibrated camera: intrinsics ``K``, distortion ``dist``, image size, mounting."""
@@ -133,8 +150,7 @@ class Camera:
         """Camera-frame rays with z = 1 for ``[N, 2]`` pixels."""
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
         if apply_distortion and self.has_distortion and len(uv):
-            xy = cv2.undistortPointsIter(uv.reshape(-1, 1, 2), self.K, self.dist, None, None,
-                                         (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)).reshape(-1, 2)
+            xy = _undistort_points(uv, self.K, self.dist)
         else:
             Kinv = np.linalg.inv(self.K)
             xy = (np.c_[uv, np.ones(len(uv))] @ Kinv.T)[:, :2]

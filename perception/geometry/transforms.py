@@ -62,3 +62,39 @@ def camera_pose(x: float, y: float, z: float, yaw: float, pitch: float = 0.0, ro
     R_cam = rot_x(-pitch) @ rot_z(roll)
     R = rot_z(yaw) @ R_EGO_CAM_FORWARD @ R_cam
     return make_transform(R, [x, y, z])
+
+
+def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
+    """3x3 rotation of a unit quaternion ``(w, x, y, z)`` (nuScenes / pyquaternion order)."""
+    w, x, y, z = np.asarray(q, dtype=np.float64).reshape(4) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion ``(w, x, y, z)`` with ``w >= 0`` of a 3x3 rotation (orthonormalised first)."""
+    R = orthonormalize(R)
+    # Shepperd's method via the symmetric 4x4 matrix: robust for all angles
+    K = np.array([
+        [R[0, 0] - R[1, 1] - R[2, 2], R[1, 0] + R[0, 1], R[2, 0] + R[0, 2], R[2, 1] - R[1, 2]],
+        [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], R[2, 1] + R[1, 2], R[0, 2] - R[2, 0]],
+        [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], R[1, 0] - R[0, 1]],
+        [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]]]) / 3.0
+    vals, vecs = np.linalg.eigh(K)
+    x, y, z, w = vecs[:, np.argmax(vals)]
+    q = np.array([w, x, y, z])
+    return q if w >= 0 else -q
+
+
+def orthonormalize(R: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrix (SVD), for calibration matrices stored with limited precision."""
+    U, _, Vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def yaw_of(R: np.ndarray, heading: np.ndarray = np.array([1.0, 0.0, 0.0])) -> float:
+    """Yaw (about +z from +x toward +y) of ``R @ heading`` projected on the x-y plane."""
+    d = np.asarray(R, dtype=np.float64) @ heading
+    return float(np.arctan2(d[1], d[0]))

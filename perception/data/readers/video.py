@@ -1,0 +1,163 @@
+"""Frames of a video file, an image folder or a glob as :class:`Sample` (no ground truth).
+
+The camera comes from a calibration YAML (a rig or a single-camera file, see
+:meth:`perception.geometry.Rig.load`), a :class:`Camera`, or is guessed (logged warning).
+When a frame's size differs from the calibration, ``K`` is scaled to the frame
+(:meth:`Camera.scaled`) with a logged warning, once per size.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from perception.data.readers.common import IMAGE_EXTENSIONS, DataError, read_image
+from perception.data.sample import Sample
+from perception.geometry.camera import CalibrationError, Camera, Rig
+from perception.geometry.transforms import camera_pose
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VideoReader", "load_camera", "guess_camera", "natural_key"]
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort key that puts ``img2`` before ``img10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+
+
+def guess_camera(width: int, height: int, hfov_deg: float = 70.0, name: str = "front") -> Camera:
+    """An uncalibrated forward camera: square pixels, principal point at the centre, the given
+    horizontal field of view, 1.4 m above the ground. Only for sources without calibration."""
+    f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+    K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
+    return Camera(name, width, height, K, np.zeros(5), camera_pose(0.0, 0.0, 1.4, 0.0))
+
+
+def load_camera(calib: str | Path | Rig | Camera, camera: str | None = None) -> Camera:
+    """One camera from a calibration: a YAML path (rig or single camera), a :class:`Rig` or a
+    :class:`Camera`. ``camera`` selects by name in a multi-camera rig (default: the first)."""
+    if isinstance(calib, Camera):
+        return calib
+    rig = calib if isinstance(calib, Rig) else Rig.load(calib)
+    if camera is not None:
+        try:
+            return rig[camera]
+        except KeyError as exc:
+            raise CalibrationError(f"{calib if not isinstance(calib, Rig) else rig.name}: {exc.args[0]}") from None
+    if len(rig) > 1:
+        log.warning("%s has %d cameras; using the first ('%s')", rig.name, len(rig), rig.cameras[0].name)
+    return rig.cameras[0]
+
+
+class VideoReader:
+    """Iterate a video / image folder / glob as single-camera :class:`Sample` objects.
+
+    ``timestamp`` is seconds from the first frame (``frame / fps`` for videos, ``frame / fps``
+    with the given ``fps`` for images); ``frame_id`` names the source and frame index.
+    ``stride`` keeps every n-th frame; ``max_frames`` stops early.
+    """
+
+    def __init__(self, source: str | Path, calib: str | Path | Rig | Camera | None = None, *,
+                 camera: str | None = None, fps: float = 10.0, stride: int = 1,
+                 max_frames: int | None = None) -> None:
+        self.source = str(source)
+        self.stride, self.max_frames = max(1, int(stride)), max_frames
+        self.calib_camera = load_camera(calib, camera) if calib is not None else None
+        self._warned: set[tuple[int, int]] = set()
+        src = Path(self.source)
+        if any(c in self.source for c in "*?["):
+            self.files = sorted((p for p in globlib.glob(self.source) if Path(p).is_file()), key=natural_key)
+            if not self.files:
+                raise DataError(f"{self.source}: no files match")
+            self.kind = "images"
+        elif src.is_dir():
+            self.files = sorted((str(p) for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
+            if not self.files:
+                raise DataError(f"{src}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            self.kind = "images"
+        elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
+            self.files, self.kind = [str(src)], "images"
+        elif src.is_file():
+            self.files, self.kind = [str(src)], "video"
+            cap = cv2.VideoCapture(str(src))
+            try:
+                if not cap.isOpened():
+                    raise DataError(f"{src}: cannot open video (corrupt or unsupported format)")
+                self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or fps
+                self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+                ok, _ = cap.read()
+                if not ok:
+                    raise DataError(f"{src}: video has no decodable frame (corrupt or truncated)")
+            finally:
+                cap.release()
+        else:
+            raise DataError(f"{src}: no such file or folder")
+        if self.kind == "images":
+            self.fps = fps
+            self.frame_count = len(self.files)
+
+    def __len__(self) -> int:
+        n = math.ceil(self.frame_count / self.stride)
+        return min(n, self.max_frames) if self.max_frames is not None else n
+
+    def camera_for(self, width: int, height: int) -> Camera:
+        """The calibrated camera, scaled (with a warning) when the frame size differs."""
+        cam = self.calib_camera
+        if cam is None:
+            cam = guess_camera(width, height)
+            if (width, height) not in self._warned:
+                self._warned.add((width, height))
+                log.warning("%s: no calibration given; guessing a %dx%d camera with 70 deg horizontal FOV "
+                            "(fx=%.0f) mounted 1.4 m high. Calibrate with `perception calibrate`.",
+                            self.source, width, height, cam.fx)
+            return cam
+        if (width, height) == cam.size:
+            return cam
+        if (width, height) not in self._warned:
+            self._warned.add((width, height))
+            aspect = abs(width / height - cam.width / cam.height) > 0.01
+            log.warning("%s: frame size %dx%d differs from the calibration (%dx%d); scaling K%s",
+                        self.source, width, height, cam.width, cam.height,
+                        " (aspect ratio differs too: check the calibration matches this camera)" if aspect else "")
+        return cam.scaled(width, height)
+
+    def _sample(self, image: np.ndarray, index: int, name: str) -> Sample:
+        cam = self.camera_for(image.shape[1], image.shape[0])
+        return Sample(images=[image], cameras=[cam], timestamp=index / self.fps, frame_id=f"{name}#{index}",
+                      extras={"source": self.source, "frame_index": index})
+
+    def __iter__(self) -> Iterator[Sample]:
+        emitted = 0
+        if self.kind == "images":
+            for i in range(0, len(self.files), self.stride):
+                if self.max_frames is not None and emitted >= self.max_frames:
+                    return
+                yield self._sample(read_image(self.files[i]), i, Path(self.files[i]).name)
+                emitted += 1
+            return
+        cap = cv2.VideoCapture(self.source)
+        if not cap.isOpened():
+            raise DataError(f"{self.source}: cannot open video (corrupt or unsupported format)")
+        try:
+            i = 0
+            while self.max_frames is None or emitted < self.max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    if self.frame_count > 0 and i < self.frame_count - 1:
+                        log.warning("%s: decoding stopped at frame %d of %d (truncated or corrupt video)",
+                                    self.source, i, self.frame_count)
+                    return
+                if i % self.stride == 0:
+                    yield self._sample(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), i, Path(self.source).name)
+                    emitted += 1
+                i += 1
+        finally:
+            cap.release()
