@@ -23,7 +23,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: model latency/memory/FLOPs, end-to-end pipeline.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-console = Console(stderr=True)
+# Wide enough for the benchmark tables even when stderr is not a terminal (CI logs, pipes).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -1,0 +1,57 @@
+"""Measurement helpers of the benchmarks (figures themselves live in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from perception.deploy.bench import BenchSettings, measure_forms, parse_size
+from perception.deploy.profiling import ActivationMemoryTracker, count_flops, summarize
+
+
+def test_flops_count_a_multiply_add_as_two():
+    conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 4, 10, 12)
+    assert count_flops(lambda: conv(x)) == 2 * 2 * 8 * 10 * 12 * 4 * 9
+
+
+def test_activation_tracker_counts_live_storages_once():
+    x = torch.randn(256, 256)  # 256 KiB, created before tracking: not counted
+    with torch.inference_mode(), ActivationMemoryTracker() as t:
+        a = x * 2
+        v = a.view(-1)  # a view shares the storage: not counted twice
+        v.add_(1)  # in-place: same storage
+        del a
+        b = v + 1  # two live tensors now
+        del v, b
+    assert t.peak == 2 * 256 * 256 * 4
+    assert t.current == 0
+
+
+def test_fused_form_needs_less_activation_memory_than_train_form():
+    from perception.nn import RepVGGBlock, reparameterize_model
+
+    block = RepVGGBlock(16, 16).eval()
+    fused = reparameterize_model(block)
+    x = torch.randn(1, 16, 32, 32)
+    s = BenchSettings(iters=2, rounds=1, warmup=0)
+    res = measure_forms({"train": block, "fused": fused}, lambda m: (lambda: m(x)), s, torch.device("cpu"))
+    assert res["fused"]["peak_activation_bytes"] < res["train"]["peak_activation_bytes"]
+    assert res["fused"]["flops"] < res["train"]["flops"]
+    assert res["train"]["iters"] == 2 and res["fused"]["median_ms"] > 0
+
+
+def test_summarize_median_and_p90():
+    s = summarize([0.001 * i for i in range(1, 11)])
+    assert s["median_ms"] == pytest.approx(5.5) and s["p90_ms"] == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize("text", ["256", "axb", "0x10"])
+def test_parse_size_rejects_bad_text(text):
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
+def test_parse_size():
+    assert parse_size("256x448") == (256, 448)
