@@ -218,8 +218,13 @@ class Camera:
             width, height = int(d["width"]), int(d["height"])
         except (TypeError, ValueError):
             raise CalibrationError(f"{where}: fields 'width'/'height' must be integers") from None
-        return cls(name=name, width=width, height=height, K=d["K"], dist=d.get("dist", np.zeros(5)),
-                   T_ego_cam=d.get("T_ego_cam", np.eye(4)), source=d.get("source"))
+        try:
+            return cls(name=name, width=width, height=height, K=d["K"], dist=d.get("dist", np.zeros(5)),
+                       T_ego_cam=d.get("T_ego_cam", np.eye(4)), source=d.get("source"))
+        except CalibrationError as exc:  # say which file / entry, not only the camera name
+            msg = str(exc)
+            prefix = f"camera '{name}'"
+            raise CalibrationError(where + msg[len(prefix):] if msg.startswith(prefix) else f"{where}: {msg}") from None
 
 
 @dataclass

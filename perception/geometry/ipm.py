@@ -182,7 +182,7 @@ def bev_remap_maps(camera: Camera, spec: BEVSpec, *, min_depth: float = 0.5
     """``(map_x, map_y, valid)`` for ``cv2.remap``: for every BEV pixel the raw-image pixel
     that sees its ground point. ``valid`` [H, W] bool: the ground point is at least
     ``min_depth`` in front of the camera and inside its image. Cached per (camera, spec).
-    Invalid pixels get map coordinates -1e4 so ``cv2.remap`` fills them with the border value.
+    Invalid pixels get map coordinates -1e4; :func:`warp_to_bev` zeroes them with ``valid``.
     """
     key = _cache_key(camera, spec, min_depth)
     hit = _MAP_CACHE.get(key)
@@ -243,12 +243,12 @@ def warp_to_bev(image: np.ndarray, camera: Camera, bev_spec: BEVSpec, *, min_dep
     camera.check_image(image)
     map_x, map_y, valid = bev_remap_maps(camera, bev_spec, min_depth=min_depth)
     if method == "remap":
-        bev = cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        bev = cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     elif method == "homography":
         M = bev_homography(camera, bev_spec)
         bev = cv2.warpPerspective(camera.undistort(image), M, (bev_spec.width, bev_spec.height),
                                   flags=interpolation | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                                  borderMode=cv2.BORDER_REPLICATE)
     else:
         raise ValueError(f"warp_to_bev: method must be 'remap' or 'homography', got {method!r}")
     bev[~valid] = 0
