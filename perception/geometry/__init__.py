@@ -1,6 +1,8 @@
 """Camera geometry: pinhole + distortion cameras, rigs, SE(3) helpers, ground-plane mapping."""
 
 from perception.geometry.camera import CalibrationError, Camera, Rig
+from perception.geometry.ipm import BEVSpec, image_to_ground, ground_to_image, warp_to_bev
+from perception.geometry.lidar import lidar_depth_map, project_lidar
 from perception.geometry.transforms import (
     camera_pose,
     invert_transform,
@@ -13,5 +15,6 @@ from perception.geometry.transforms import (
 
 __all__ = [
     "CalibrationError", "Camera", "Rig", "camera_pose", "invert_transform", "make_transform",
-    "rot_x", "rot_y", "rot_z", "transform_points",
+    "rot_x", "rot_y", "rot_z", "transform_points", "BEVSpec", "image_to_ground", "ground_to_image",
+    "warp_to_bev", "lidar_depth_map", "project_lidar",
 ]
