@@ -1,0 +1,165 @@
+"""2D detections + dense depth -> 3D objects in the ego frame, and depth maps -> ego points.
+
+Every box gets three independent distance estimates (camera z of the object centre):
+
+1. ``head``: the detection head's own 3D centre (``Detections.center_cam``);
+2. ``dense``: the median of the dense depth map over the inner half of the box, plus half the
+   object's smaller horizontal extent (the map sees the front surface, not the centre);
+3. ``ground``: where the ray through the bottom-centre of the box meets the ground plane
+   (ego z = 0), plus the same surface-to-centre offset. Only valid below the horizon.
+
+The head's value is kept when it agrees with the median of the others within
+``rel_tol``; otherwise the median of all available estimates is used and the object is
+flagged ``consistent = False``. This catches a head that is off by a scale on an unfamiliar
+camera, while a good head is never overruled by one noisy cue. The centre is moved along its
+pixel ray to the chosen depth, then transformed to ego with ``T_ego_cam``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perception.geometry import Camera
+from perception.geometry.ipm import image_to_ground
+from perception.geometry.transforms import transform_points
+
+__all__ = ["LiftedObject", "lift_detections", "yaw_cam_to_ego", "DepthPointCloud", "DepthSmoother"]
+
+
+@dataclass
+class LiftedObject:
+    camera: str
+    label: str
+    score: float
+    box: np.ndarray                  # xyxy pixels of the network input
+    center: np.ndarray               # ego frame, metres (geometric centre)
+    size: np.ndarray                 # l, w, h metres
+    yaw: float                       # about ego +z, from +x toward +y
+    depth: float                     # the chosen camera z of the centre
+    estimates: dict[str, float] = field(default_factory=dict)
+    consistent: bool = True
+
+
+def yaw_cam_to_ego(yaw_cam: np.ndarray, T_ego_cam: np.ndarray) -> np.ndarray:
+    """KITTI ``rotation_y`` (about camera +y; length axis ``(cos, 0, -sin)``) -> yaw about ego +z."""
+    yaw_cam = np.asarray(yaw_cam, dtype=np.float64).reshape(-1)
+    d_cam = np.stack([np.cos(yaw_cam), np.zeros_like(yaw_cam), -np.sin(yaw_cam)], -1)
+    d_ego = d_cam @ T_ego_cam[:3, :3].T
+    return np.arctan2(d_ego[:, 1], d_ego[:, 0])
+
+
+def _dense_depth(depth: np.ndarray, box: np.ndarray) -> float:
+    h, w = depth.shape
+    x1, y1, x2, y2 = box
+    cx, cy, bw, bh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
+    c0, c1 = int(np.clip(np.floor(cx - bw), 0, w - 1)), int(np.clip(np.ceil(cx + bw), 1, w))
+    r0, r1 = int(np.clip(np.floor(cy - bh), 0, h - 1)), int(np.clip(np.ceil(cy + bh), 1, h))
+    patch = depth[r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)]
+    patch = patch[np.isfinite(patch) & (patch > 0)]
+    return float(np.median(patch)) if patch.size else float("nan")
+
+
+def _ground_depth(camera: Camera, box: np.ndarray) -> float:
+    uv = np.array([[(box[0] + box[2]) / 2, box[3]]])
+    xy = image_to_ground(camera, uv)
+    if not np.all(np.isfinite(xy)):
+        return float("nan")
+    p_cam = transform_points(camera.T_cam_ego, np.c_[xy, np.zeros(1)])
+    return float(p_cam[0, 2]) if p_cam[0, 2] > 0 else float("nan")
+
+
+def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: float = 0.25,
+                    max_depth: float = 150.0) -> list[LiftedObject]:
+    """Lift one camera's :class:`~perception.nn.Detections` (network pixel coordinates;
+    ``camera`` is the network-resolution camera) to ego-frame objects."""
+    n = len(det)
+    if n == 0:
+        return []
+    boxes = det.boxes.numpy().astype(np.float64)
+    centers = det.center_cam.numpy().astype(np.float64)
+    sizes = det.size.numpy().astype(np.float64)
+    yaws = yaw_cam_to_ego(det.yaw.numpy(), camera.T_ego_cam)
+    names = det.label_names
+    scores = det.scores.numpy()
+    out = []
+    for i in range(n):
+        box, c, size = boxes[i], centers[i], sizes[i]
+        offset = 0.5 * float(min(size[0], size[1]))
+        est = {"head": float(c[2]) if np.isfinite(c[2]) and c[2] > 0 else float("nan")}
+        d = _dense_depth(depth, box) if depth is not None else float("nan")
+        est["dense"] = d + offset if np.isfinite(d) else float("nan")
+        g = _ground_depth(camera, box)
+        est["ground"] = g + offset if np.isfinite(g) and g < max_depth else float("nan")
+        others = [v for k, v in est.items() if k != "head" and np.isfinite(v)]
+        consistent = True
+        z = est["head"]
+        if others:
+            ref = float(np.median(others))
+            if not np.isfinite(z) or abs(z - ref) > rel_tol * ref:
+                consistent = False
+                z = float(np.median([v for v in est.values() if np.isfinite(v)]))
+        if not np.isfinite(z) or z <= 0:
+            continue
+        # move the centre along its pixel ray to the chosen depth
+        if np.isfinite(c[2]) and c[2] > 1e-6:
+            c_cam = c * (z / c[2])
+        else:
+            uv = np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]])
+            c_cam = camera.unproject(uv, z, to_ego=False)[0]
+        center = transform_points(camera.T_ego_cam, c_cam[None])[0]
+        out.append(LiftedObject(camera.name, names[i], float(scores[i]), box, center, size, float(yaws[i]),
+                                float(z), est, consistent))
+    return out
+
+
+class DepthPointCloud:
+    """Subsampled depth map -> ego points; pixel rays (with distortion) cached per camera."""
+
+    def __init__(self, stride: int = 4, max_depth: float = 50.0) -> None:
+        self.stride, self.max_depth = stride, max_depth
+        self._rays: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _get_rays(self, camera: Camera, shape: tuple[int, int]):
+        key = (camera.name, camera.K.tobytes(), camera.dist.tobytes(), camera.T_ego_cam.tobytes(), shape)
+        if key not in self._rays:
+            h, w = shape
+            s = self.stride
+            vs, us = np.mgrid[s // 2:h:s, s // 2:w:s]
+            uv = np.stack([us.ravel(), vs.ravel()], -1).astype(np.float64)
+            rays = camera.pixel_rays(uv)
+            rays_ego = (rays @ camera.T_ego_cam[:3, :3].T).astype(np.float32)
+            self._rays[key] = (vs.ravel(), us.ravel(), rays_ego, camera.T_ego_cam[:3, 3].astype(np.float32))
+            if len(self._rays) > 64:
+                self._rays.pop(next(iter(self._rays)))
+        return self._rays[key]
+
+    def __call__(self, depth: np.ndarray, camera: Camera) -> np.ndarray:
+        """``[N, 3]`` float32 ego points (finite depth within ``max_depth`` only)."""
+        vs, us, rays, origin = self._get_rays(camera, depth.shape)
+        z = depth[vs, us].astype(np.float32)
+        ok = np.isfinite(z) & (z > 0.3) & (z < self.max_depth)
+        return rays[ok] * z[ok, None] + origin
+
+
+class DepthSmoother:
+    """Exponential smoothing of each camera's depth in log space, so depth does not flicker.
+
+    ``alpha`` is the weight of the new frame. A camera that was stale or changed shape restarts.
+    """
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        self.alpha = alpha
+        self._state: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, depth: np.ndarray) -> np.ndarray:
+        log_d = np.log(np.clip(depth, 1e-3, None)).astype(np.float32)
+        prev = self._state.get(name)
+        if prev is not None and prev.shape == log_d.shape and self.alpha < 1:
+            log_d = self.alpha * log_d + (1 - self.alpha) * prev
+        self._state[name] = log_d
+        return np.exp(log_d)
+
+    def reset(self, name: str) -> None:
+        self._state.pop(name, None)

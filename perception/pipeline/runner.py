@@ -1,0 +1,294 @@
+"""Assemble a runnable pipeline (sources, capture, stages, sinks) from options.
+
+This is what ``perception run | demo | live`` and ``perception bench pipeline`` call:
+:func:`build_rig` resolves the cameras and their sources, :class:`Pipeline` wires
+capture threads -> synchroniser -> engine stages -> sinks and writes ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from perception.geometry import CalibrationError, Camera, Rig
+from perception.geometry.transforms import camera_pose
+from perception.nn import PerceptionNet, create_model, list_models
+from perception.pipeline.backends import Backend, create_backend
+from perception.pipeline.bev import BEVConfig
+from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
+from perception.pipeline.engine import (BEVFusion, Decode, Engine, Lift, ModelStage, Preprocess, SinkStage, Track,
+                                        frames_from_synchronizer)
+from perception.pipeline.render import RenderConfig, Renderer
+from perception.pipeline.sinks import BEVImageSink, JsonlSink, ServerSink, VideoSink, WindowSink, write_summary
+from perception.pipeline.sources import Source, SourceError, open_source, source_kind
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineOptions", "Pipeline", "load_model", "default_camera", "build_rig", "parse_size", "auto_size",
+           "probe_size", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
+
+DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
+DEFAULT_HEIGHT_M = 1.4    # assumed mounting height of an uncalibrated dashcam
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> (H, W), both multiples of 32 and >= 32."""
+    try:
+        h, w = (int(v) for v in text.lower().replace(" ", "").split("x"))
+    except ValueError:
+        raise ValueError(f"size must be HxW (e.g. 384x640), got {text!r}") from None
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise ValueError(f"size {text}: height and width must be multiples of 32 and at least 32")
+    return h, w
+
+
+def auto_size(width: int, height: int, long_side: int = 640) -> tuple[int, int]:
+    """Network size for a camera: the long side at most ``long_side``, both multiples of 32."""
+    s = min(1.0, long_side / max(width, height))
+    return max(32, int(round(height * s / 32)) * 32), max(32, int(round(width * s / 32)) * 32)
+
+
+def default_camera(width: int, height: int, name: str = "front", hfov_deg: float = DEFAULT_HFOV_DEG,
+                   height_m: float = DEFAULT_HEIGHT_M) -> Camera:
+    """The documented uncalibrated default: square pixels, centred principal point, ``hfov_deg``
+    horizontal field of view, looking straight ahead ``height_m`` above the ground at the
+    rear axle."""
+    f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+    K = [[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]]
+    return Camera(name, width, height, K, [0, 0, 0, 0, 0], camera_pose(0.0, 0.0, height_m, 0.0))
+
+
+def load_model(spec: str) -> tuple[PerceptionNet, str, bool]:
+    """``(model, name, trained)`` for a registered name or a checkpoint path. A name without a
+    shipped checkpoint falls back to random weights with a warning (``trained=False``)."""
+    p = Path(spec)
+    if p.suffix in (".safetensors", ".pt", ".pth") or p.is_file():
+        if not p.is_file():
+            raise ValueError(f"model checkpoint {spec} not found")
+        return create_model(p.stem, pretrained=str(p)), p.stem, True
+    if spec not in list_models():
+        raise ValueError(f"unknown model {spec!r}; registered: {', '.join(list_models())} (or a checkpoint path)")
+    try:
+        return create_model(spec, pretrained=True), spec, True
+    except FileNotFoundError:
+        log.warning("no shipped checkpoint for %r yet: using RANDOM weights, so boxes and depth are meaningless "
+                    "(pass --model PATH to a trained checkpoint)", spec)
+        return create_model(spec), spec, False
+
+
+def build_rig(rig_path: str | Path, sources_required: bool = True) -> tuple[Rig, list[str]]:
+    """A rig and its camera sources (relative paths resolved against the rig file's folder)."""
+    rig_path = Path(rig_path)
+    rig = Rig.load(rig_path)
+    sources = []
+    for i, cam in enumerate(rig.cameras):
+        if not cam.source:
+            if sources_required:
+                raise CalibrationError(f"{rig_path}: cameras[{i}] '{cam.name}': missing field 'source'")
+            sources.append("")
+            continue
+        src = str(cam.source)
+        if source_kind(src) in ("video", "images") and not Path(src).is_absolute():
+            src = str((rig_path.parent / src))
+        sources.append(src)
+    return rig, sources
+
+
+def probe_size(spec: str) -> tuple[int, int]:
+    """(width, height) of a source's first frame."""
+    src = open_source(spec)
+    try:
+        src.open()
+        ok, img, _ = src.read()
+    finally:
+        src.close()
+    if not ok or img is None:
+        raise SourceError(f"{spec}: no readable frame")
+    return img.shape[1], img.shape[0]
+
+
+@dataclass
+class PipelineOptions:
+    model: str = "rep-s"
+    backend: str = "torch"
+    device: str = "auto"
+    size: tuple[int, int] | None = None           # network input (H, W); None: auto from the first camera
+    out: Path | None = Path("runs/run")
+    show: bool = False
+    serve: int | None = None
+    max_frames: int | None = None
+    render: bool = True
+    ground: bool = True
+    bev: BEVConfig = field(default_factory=BEVConfig)
+    display: RenderConfig = field(default_factory=RenderConfig)
+    score_thresh: float = 0.3
+    sync_tolerance: float | None = None           # seconds; None: 0.4 frame periods
+    live_wait: float = 0.1
+    queue_size: int = 4
+    threads: int | None = None
+    pipelined: bool = True
+    loop: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+    write_outputs: bool = True
+
+
+class Pipeline:
+    """Everything wired up. ``run()`` blocks until the sources end, ``max_frames`` or
+    :meth:`stop`; outputs are always finalised (also on Ctrl-C / SIGTERM via :meth:`stop`)."""
+
+    def __init__(self, rig: Rig, sources: list[str | Source], opts: PipelineOptions,
+                 model: PerceptionNet | None = None, model_name: str | None = None) -> None:
+        if len(sources) != len(rig):
+            raise ValueError(f"{len(sources)} sources for {len(rig)} cameras")
+        self.rig, self.opts = rig, opts
+        device = opts.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but CUDA is not available")
+        self.device = device
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        if model is None:
+            model, model_name, _ = load_model(opts.model)
+        self.model_name = model_name or opts.model
+        self.backend: Backend = create_backend(opts.backend, model, device)
+        cfg = model.cfg
+        cam0 = rig.cameras[0]
+        self.size = opts.size or auto_size(cam0.width, cam0.height)
+        self.srcs = [s if isinstance(s, Source) else open_source(s, rig.cameras[i].name, loop=opts.loop)
+                     for i, s in enumerate(sources)]
+        for s, cam in zip(self.srcs, rig.cameras):
+            s.name = cam.name
+        self.captures = [CaptureThread(i, s, queue_size=opts.queue_size, backoff=opts.backoff)
+                         for i, s in enumerate(self.srcs)]
+        tol = opts.sync_tolerance
+        self.sync = Synchronizer(self.captures, tolerance=tol if tol is not None else 0.04, wait=opts.live_wait)
+        self._tol_auto = tol is None
+
+        self.preprocess = Preprocess(rig, self.size, device)
+        self.decode = Decode(cfg.classes, cfg.f_ref, score_thresh=opts.score_thresh)
+        self.bev = BEVFusion(rig, opts.bev, ground=opts.ground)
+        self.sinks: list[Any] = []
+        self.server = None
+        out = Path(opts.out) if opts.out is not None else None
+        self.out = out
+        self.video_sink = None
+        if opts.write_outputs and out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            if opts.render:
+                self.video_sink = VideoSink(out / "video.mp4", 10.0)
+                self.sinks += [self.video_sink, BEVImageSink(out / "bev.png")]
+            self.sinks.append(JsonlSink(out / "detections.jsonl"))
+        if opts.show:
+            self.sinks.append(WindowSink("perception", on_quit=self.stop))
+        if opts.serve is not None:
+            from perception.pipeline.server import MJPEGServer
+            self.server = MJPEGServer(opts.serve)
+            self.sinks.append(ServerSink(self.server, self.stats))
+        self.renderer = Renderer(rig.names, cam0.size, opts.display) if opts.render else None
+        groups = [[self.preprocess, ModelStage(self.backend), self.decode], [Lift(), self.bev, Track()]]
+        last = ([self.renderer] if self.renderer else []) + ([SinkStage(self.sinks)] if self.sinks else [])
+        groups.append(last)
+        self.sink_stage = SinkStage(self.sinks)
+        self.engine = Engine(frames_from_synchronizer(self.sync, rig.names), groups, pipelined=opts.pipelined)
+        self._stopped = threading.Event()
+        self.summary: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Clean stop (safe from a signal handler): stop capturing, finish frames in flight."""
+        self._stopped.set()
+        self.engine.stop()
+        self.sync.stop()
+
+    def stats(self) -> dict[str, Any]:
+        s = self.engine.live_stats()
+        s.update(dropped_frames=self.dropped_frames(), errors=dict(self.errors()), model=self.model_name,
+                 backend=self.backend.name, device=self.device,
+                 cameras={c.source.name: c.state for c in self.captures})
+        return s
+
+    def dropped_frames(self) -> int:
+        return int(self.sync.dropped + self.sync.queue_dropped)
+
+    def errors(self) -> dict[str, int]:
+        errs: dict[str, int] = dict(self.engine.errors)
+        for c in self.captures:
+            for k, v in c.all_errors().items():
+                errs[k] = errs.get(k, 0) + v
+        missing = sum(self.sync.missing.values())
+        if missing:
+            errs["missing_camera"] = missing
+        return errs
+
+    def warmup(self) -> None:
+        H, W = self.size
+        self.backend.warmup(len(self.rig), H, W, iters=2)
+
+    def run(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Run to the end; returns (and writes) the summary."""
+        self.warmup()
+        self.sync.start()
+        # tolerance from the sources' frame rate once they are open
+        if self._tol_auto:
+            t0 = time.monotonic()
+            while any(c.state == "starting" for c in self.captures) and time.monotonic() - t0 < 5:
+                time.sleep(0.01)
+            fps = max([c.source.fps for c in self.captures if c.source.fps > 0] or [10.0])
+            self.sync.tolerance = 0.4 / fps
+        if self.video_sink is not None:
+            fps0 = self.captures[0].source.fps
+            self.video_sink.fps = fps0 if 0 < fps0 < 120 else 10.0
+        if progress is not None:
+            self.engine.on_frame = lambda f: progress(f.index)
+        failed = [c for c in self.captures if c.state == "failed"]
+        if failed and len(failed) == len(self.captures):
+            self.sync.stop()
+            self._finalise()
+            raise SourceError("; ".join(c.error_message for c in failed))
+        try:
+            self.engine.run(self.opts.max_frames)
+        finally:
+            self.sync.stop()
+            self.sync.join(2.0)
+            self._finalise()
+        return self.summary
+
+    def _finalise(self) -> None:
+        lat = self.engine.timer.medians()
+        self.summary = {
+            "frames": self.engine.frames,
+            "fps": round(self.engine.fps, 3),
+            "latency_ms": lat,
+            "dropped_frames": self.dropped_frames(),
+            "errors": self.errors(),
+            "model": self.model_name,
+            "backend": self.backend.name,
+            "device": self.device,
+        }
+        self.sink_stage.close(self.summary)
+        if self.opts.write_outputs and self.out is not None:
+            write_summary(self.out / "summary.json", self.summary)
+        if self.server is not None:
+            self.server.update(None, dict(self.summary, finished=True))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+def set_threads() -> int:
+    """Use every core for the network (the pipeline threads mostly wait on the GIL-free kernels)."""
+    n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
