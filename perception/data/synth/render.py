@@ -1,0 +1,344 @@
+"""The renderer: ray casting of the world's analytic ground and primitives for every camera
+of a rig, shading, effects, and exact ground truth, returned as a ``Sample``.
+
+``render(world, rig, device)`` is the one-call API; :class:`Renderer` keeps per-rig caches
+(pixel rays, tiles, noise) and is what datasets hold on to.
+
+Outputs per camera: RGB uint8, z-depth float32 in metres (0 = sky or farther than
+``max_depth``), ``extras["instance"]`` int32 object ids (0 = background),
+``extras["semantic"]`` uint8 ids of :data:`SEMANTIC_CLASSES`, 2D boxes; 3D boxes in the ego
+frame; ``extras["bev"]`` BEV maps (see :mod:`perception.data.synth.labels`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from perception.data.sample import Sample
+from perception.data.synth import effects, materials, raycast
+from perception.data.synth.labels import BevGrid, bev_maps, boxes2d, boxes3d_ego
+from perception.data.synth.scene import SEMANTIC_CLASSES, Frame, World
+from perception.data.synth.shadows import ground_maps
+from perception.geometry import Camera, Rig
+
+log = logging.getLogger(__name__)
+
+FAR = 3000.0
+
+
+@dataclass
+class RenderOptions:
+    tile: int = 16
+    max_depth: float = 300.0          # depth GT beyond this (and sky) is 0 = invalid
+    effects: bool = True              # weather/camera effects (fog is always on)
+    labels: bool = True               # 2D boxes (amodal masks)
+    bev: BevGrid | None = field(default_factory=BevGrid)   # None: no BEV ground truth
+    min_pixels: int = 16              # 2D boxes with fewer visible pixels get ignore=True
+
+
+class _CamGroup:
+    """Cached rays/tiles of cameras sharing one image size."""
+
+    def __init__(self, cams: list[Camera], tile: int, device: torch.device) -> None:
+        self.cams = cams
+        self.H, self.W = cams[0].height, cams[0].width
+        self.Hp = -(-self.H // tile) * tile
+        self.Wp = -(-self.W // tile) * tile
+        self.tile = tile
+        C = len(cams)
+        vv, uu = np.meshgrid(np.arange(self.Hp, dtype=np.float64), np.arange(self.Wp, dtype=np.float64), indexing="ij")
+        uv = np.stack([uu.ravel(), vv.ravel()], -1)
+        rays = np.stack([c.pixel_rays(uv) for c in cams])                       # [C, HpWp, 3], z = 1
+        self.rays_np = rays
+        self.rays = torch.as_tensor(rays, dtype=torch.float32, device=device)
+        ty, tx = self.Hp // tile, self.Wp // tile
+        r = rays.reshape(C, ty, tile, tx, tile, 3).transpose(0, 1, 3, 2, 4, 5).reshape(C, ty * tx, tile * tile, 3)
+        eps = 1e-6
+        self.tile_rects = np.stack([r[..., 0].min(-1) - eps, r[..., 1].min(-1) - eps,
+                                    r[..., 0].max(-1) + eps, r[..., 1].max(-1) + eps], -1)
+        self.grid = None
+        if not any(c.has_distortion for c in cams) and all(abs(c.K[0, 1]) < 1e-12 for c in cams):
+            # pinhole: tile rectangles form a grid; edges halfway between neighbouring pixel rays
+            xs, ys = rays[:, :self.Wp, 0], rays[:, ::self.Wp, 1]                    # [C, Wp], [C, Hp]
+            def edges(v: np.ndarray) -> np.ndarray:
+                step = v[:, 1:2] - v[:, 0:1]
+                b = v[:, ::tile] - step / 2
+                return np.concatenate([b, v[:, -1:] + step / 2], 1)
+            self.grid = (edges(xs), edges(ys), tx)
+        idx = np.arange(self.Hp * self.Wp).reshape(ty, tile, tx, tile).transpose(0, 2, 1, 3).reshape(ty * tx, -1)
+        self.tile_pix = torch.as_tensor(idx[None] + np.arange(C)[:, None, None] * self.Hp * self.Wp, device=device)
+        self.fx = torch.as_tensor([c.fx for c in cams], dtype=torch.float32, device=device)
+        self.vignette = effects.vignette(self.H, self.W, 0.25, device)
+
+
+class Renderer:
+    """Renders :class:`World` frames for one rig on one device."""
+
+    def __init__(self, rig: Rig, device: str | torch.device = "cpu", options: RenderOptions | None = None) -> None:
+        self.rig = rig
+        self.device = torch.device(device)
+        self.opt = options or RenderOptions()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(rig.cameras):
+            groups.setdefault((c.width, c.height), []).append(i)
+        self.groups = [(idx, _CamGroup([rig.cameras[i] for i in idx], self.opt.tile, self.device))
+                       for idx in groups.values()]
+        self._noise: dict[int, materials.NoiseBank] = {}
+        self._sensor: dict[tuple[int, int, int], effects.NoiseField] = {}
+
+    def noise(self, seed: int) -> materials.NoiseBank:
+        if seed not in self._noise:
+            self._noise.clear()
+            self._noise[seed] = materials.NoiseBank(seed, self.device)
+        return self._noise[seed]
+
+    # ------------------------------------------------------------------ main entry
+    @torch.no_grad()
+    def __call__(self, world: World | Frame) -> Sample:
+        fr = world.frame() if isinstance(world, World) else world
+        dev = self.device
+        C = len(self.rig)
+        images: list[np.ndarray | None] = [None] * C
+        depths: list[np.ndarray | None] = [None] * C
+        inst_maps: list[np.ndarray | None] = [None] * C
+        sem_maps: list[np.ndarray | None] = [None] * C
+        b3d = boxes3d_ego(fr.objects, fr.ego_pose)
+        lt = fr.lighting
+        gmaps = ground_maps(fr.prims, fr.objects, fr.ego_pose[:2, 3], lt.sun_dir, lt.sun_intensity > 0.05, fr.lamps,
+                            lt.night, dev)
+        boxes_2d: list = [None] * C
+        for idx, grp in self.groups:
+            out = self._render_group(fr, grp, gmaps, b3d)
+            for k, i in enumerate(idx):
+                images[i], depths[i], inst_maps[i], sem_maps[i] = (out["image"][k], out["depth"][k],
+                                                                   out["instance"][k], out["semantic"][k])
+                boxes_2d[i] = out["boxes2d"][k] if out["boxes2d"] is not None else None
+        extras = {"instance": inst_maps, "semantic": sem_maps, "semantic_classes": SEMANTIC_CLASSES,
+                  "T_world_ego": fr.ego_pose, "ego_velocity": fr.ego_velocity, "seed": fr.seed,
+                  "weather": lt.weather, "time_of_day": lt.time_of_day}
+        if self.opt.bev is not None:
+            extras["bev"] = bev_maps(self.opt.bev, fr.ego_pose, fr.layout, b3d, fr.prims, dev)
+        return Sample(images=images, cameras=list(self.rig.cameras), timestamp=fr.time, depth=depths,
+                      boxes2d=boxes_2d if self.opt.labels else None, boxes3d=b3d,
+                      frame_id=f"synth-{fr.seed}-{fr.index:06d}", extras=extras)
+
+    # ------------------------------------------------------------------ one camera group
+    def _render_group(self, fr: Frame, g: _CamGroup, gmaps, b3d) -> dict:
+        dev = self.device
+        lt = fr.lighting
+        cams = g.cams
+        C = len(cams)
+        HWp = g.Hp * g.Wp
+        T_wc = np.stack([fr.ego_pose @ c.T_ego_cam for c in cams])                   # [C, 4, 4]
+        origins = T_wc[:, :3, 3]
+        R_wc = T_wc[:, :3, :3]
+        R_cw = np.transpose(R_wc, (0, 2, 1))
+        dirs = torch.bmm(g.rays, torch.as_tensor(R_wc, dtype=torch.float32, device=dev).transpose(1, 2))
+        dirs = dirs.reshape(-1, 3)                                                   # [C*HWp, 3]
+        cam_of = torch.arange(C, device=dev).repeat_interleave(HWp)
+        oz = torch.as_tensor(origins[:, 2], dtype=torch.float32, device=dev)[cam_of]
+        dz = dirs[:, 2]
+        t_ground = torch.where(dz < -1e-7, -oz / dz.clamp(max=-1e-7), torch.full_like(dz, math.inf))
+        t_ground = torch.where(t_ground < FAR, t_ground, torch.full_like(dz, math.inf))
+        zbuf = t_ground.clone()
+        prims = fr.prims
+        winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, g.tile_pix, dirs, zbuf, dev, FAR,
+                                   label_objects=prims["obj"] if self.opt.labels else None, grid=g.grid)
+        t = zbuf
+        finite = torch.isfinite(t)
+        is_obj = winner >= 0
+        is_ground = finite & ~is_obj
+        is_sky = ~finite
+        N = len(t)
+        rad = torch.zeros(N, 3, device=dev)
+        sem = torch.zeros(N, dtype=torch.int64, device=dev)
+        dlen = raycast.dot3(dirs, dirs).sqrt()
+        sun = torch.as_tensor(lt.sun_dir, dtype=torch.float32, device=dev)
+        sun_col = torch.as_tensor(lt.sun_color, dtype=torch.float32, device=dev) * lt.sun_intensity
+        amb = torch.as_tensor(lt.ambient, dtype=torch.float32, device=dev)
+        zen = torch.as_tensor(lt.sky_zenith, dtype=torch.float32, device=dev) * 1.6
+        hor = torch.as_tensor(lt.sky_horizon, dtype=torch.float32, device=dev) * 1.6
+        nb = self.noise(fr.seed)
+        org = torch.as_tensor(origins, dtype=torch.float32, device=dev)
+        ego = fr.ego_pose
+        ego_t = torch.as_tensor(ego, dtype=torch.float32, device=dev)
+
+        def ego_xy(px: torch.Tensor, py: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            rx, ry = px - ego_t[0, 3], py - ego_t[1, 3]
+            return rx * ego_t[0, 0] + ry * ego_t[1, 0], rx * ego_t[0, 1] + ry * ego_t[1, 1]
+
+        def headlights(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+            xe, ye = ego_xy(px, py)
+            xe = xe - 3.5
+            cone = ((0.35 * xe + 1.0 - ye.abs()) / (0.1 * xe.clamp_min(0) + 0.5)).clamp(0, 1) * (xe > 0)
+            return cone * 2.5 / (1 + (xe / 18.0) ** 2)
+
+        def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return x.index_select(0, idx)
+
+        fog_col = torch.as_tensor(lt.fog_color, dtype=torch.float32, device=dev) * (1.0 if not lt.night else 0.5)
+        # ---------------- sky
+        ks = torch.nonzero(is_sky).squeeze(1)
+        if len(ks):
+            du = take(dirs, ks) / take(dlen, ks)[:, None]
+            col = materials.sky(du, sun, zen, hor, lt.clouds, nb, lt.night, lt.sun_intensity)
+            col = effects.fog(col, torch.full((len(ks),), 120.0, device=dev), lt.fog_density, fog_col * 0.9)
+            rad.index_copy_(0, ks, col)
+        # ---------------- ground
+        kg = torch.nonzero(is_ground).squeeze(1)
+        if len(kg):
+            tg, dg, lg = take(t, kg), take(dirs, kg), take(dlen, kg)
+            cg = take(cam_of, kg)
+            og = take(org, cg)
+            px = og[:, 0] + tg * dg[:, 0]
+            py = og[:, 1] + tg * dg[:, 1]
+            foot = tg * lg / take(g.fx, cg)
+            foot_long = foot * lg / (-dg[:, 2]).clamp_min(1e-4)
+            rad_s = 1.2 * fr.layout.outer + 400
+            segs = fr.layout.near_segments(float(ego[0, 3]), float(ego[1, 3]), 2 * rad_s)
+            crs = fr.layout.near_crossings(float(ego[0, 3]), float(ego[1, 3]), 2 * rad_s)
+            alb, sg, gloss = materials.ground(px, py, foot, foot_long, fr.layout, segs, crs, fr.extras_palette,
+                                              nb, lt.wet)
+            alb = alb * (1 - 0.45 * gloss[:, None])           # wet surfaces are darker
+            m = gmaps.sample(px, py)
+            light = sun_col * (max(float(lt.sun_dir[2]), 0.0) * m[:, 0:1]) + amb * m[:, 1:2] * 1.1
+            light = light + m[:, 2:5]
+            if lt.night:
+                light = light + headlights(px, py)[:, None] * torch.tensor([1.0, 0.95, 0.85], device=dev)
+            col = alb * light
+            # wet / glossy reflection of the sky
+            grazing = (-dg[:, 2] / lg).clamp(0, 1)
+            fres = (0.04 + 0.96 * (1 - grazing) ** 5) * gloss
+            col = col + fres[:, None] * (hor * 0.8 + zen * 0.2)
+            col = effects.fog(col, tg * lg, lt.fog_density, fog_col)
+            rad.index_copy_(0, kg, col)
+            sem.index_copy_(0, kg, sg)
+        # ---------------- primitives
+        ko = torch.nonzero(is_obj).squeeze(1)
+        if len(ko):
+            P = len(prims["kind"])
+            # one packed per-primitive table, gathered once; pixels sorted by material
+            table = torch.as_tensor(np.concatenate([
+                prims["R"].reshape(P, 9), prims["half"], prims["color"], prims["tag"][:, None],
+                prims["kind"][:, None], prims["mat"][:, None], prims["sem"][:, None]], 1), dtype=torch.float32,
+                device=dev)
+            mat_all = torch.as_tensor(prims["mat"], device=dev)
+            pid = take(winner, ko)
+            order = torch.argsort(take(mat_all, pid), stable=True)
+            ko = take(ko, order)
+            pid = take(pid, order)
+            tb = take(table, pid)
+            R = tb[:, 0:9].reshape(-1, 3, 3)
+            half, color, tag = tb[:, 9:12], tb[:, 12:15], tb[:, 15]
+            kind, mat, semo = tb[:, 16].long(), tb[:, 17].long(), tb[:, 18].long()
+            co = take(cam_of, ko)
+            to, do, lo_ = take(t, ko), take(dirs, ko), take(dlen, ko)
+            cen = torch.as_tensor(prims["center"], dtype=torch.float64, device=dev)
+            crel = (cen[None] - torch.as_tensor(origins, dtype=torch.float64, device=dev)[:, None]).float()  # [C,P,3]
+            c_rel = take(crel.reshape(-1, 3), co * P + pid)
+            hit_rel = to[:, None] * do
+            pl = torch.bmm(R, (hit_rel - c_rel)[:, :, None]).squeeze(2)
+            nl = raycast.local_normal(kind, pl, half)
+            nw = torch.bmm(R.transpose(1, 2), nl[:, :, None]).squeeze(2)
+            world = hit_rel + take(org, co)
+            surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind)
+            ndl = raycast.dot3(nw, sun)
+            lam = ((ndl + surf.wrap) / (1 + surf.wrap)).clamp_min(0)
+            sky_amb = amb * (0.75 + 0.25 * nw[:, 2:3])          # hemisphere: darker facing down
+            m = gmaps.sample(world[:, 0], world[:, 1])
+            low = (world[:, 2] < 1.0).float()[:, None]
+            ao = 1 - low * (1 - m[:, 1:2]) * 0.5
+            light = sun_col * lam[:, None] + sky_amb * ao + m[:, 2:5] * 0.6
+            if lt.night:
+                light = light + headlights(world[:, 0], world[:, 1])[:, None] * 0.8
+            col = surf.albedo * light + surf.emissive
+            # specular: sun highlight + sky reflection (fresnel)
+            v = -do / lo_[:, None]
+            h = sun + v
+            h = h / raycast.dot3(h, h).sqrt().clamp_min(1e-6)[:, None]
+            nh = raycast.dot3(nw, h).clamp_min(0)
+            col = col + (surf.spec * (nh ** 60) * 2.0 * (ndl > 0))[:, None] * sun_col
+            nv = raycast.dot3(nw, v).clamp(0, 1)
+            refl_z = (2 * nv[:, None] * nw - v)[:, 2:3].clamp(0, 1)
+            fres = surf.spec * (0.06 + 0.94 * (1 - nv) ** 5)
+            col = col + fres[:, None] * (hor * (1 - refl_z) + zen * refl_z) * (0.25 if lt.night else 1.0)
+            col = effects.fog(col, to * lo_, lt.fog_density, fog_col)
+            rad.index_copy_(0, ko, col)
+            sem.index_copy_(0, ko, semo)
+        # ---------------- images
+        H, W = g.H, g.W
+        img = rad.view(C, g.Hp, g.Wp, 3).permute(0, 3, 1, 2)[:, :, :H, :W]
+        tt = t.view(C, g.Hp, g.Wp)[:, :H, :W]
+        rngs = [np.random.default_rng(np.random.SeedSequence([fr.seed, fr.index, ci, 0xEFF])) for ci in range(C)]
+        img = self._camera_effects(img, tt, fr, g, rngs)
+        depth = torch.where(torch.isfinite(tt) & (tt <= self.opt.max_depth), tt, torch.zeros_like(tt))
+        objid = torch.as_tensor(prims["obj"], device=dev)
+        inst = torch.where(winner >= 0, objid[winner.clamp_min(0)], torch.zeros_like(winner))
+        inst = inst.view(C, g.Hp, g.Wp)[:, :H, :W].to(torch.int32)
+        semc = sem.view(C, g.Hp, g.Wp)[:, :H, :W].to(torch.uint8)
+        b2d = None
+        if self.opt.labels:
+            b2d = boxes2d(cams, b3d, inst, raw, H, W, g.Wp, HWp, self.opt.min_pixels)
+        img_np = img.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return {"image": list(img_np), "depth": list(depth.cpu().numpy().astype(np.float32)),
+                "instance": list(inst.cpu().numpy()), "semantic": list(semc.cpu().numpy()), "boxes2d": b2d}
+
+    def _camera_effects(self, img: torch.Tensor, t: torch.Tensor, fr: Frame, g: _CamGroup,
+                        rngs: list[np.random.Generator]) -> torch.Tensor:
+        """Linear radiance [C, 3, H, W] -> uint8 RGB [C, 3, H, W]."""
+        dev = self.device
+        lt = fr.lighting
+        C, _, H, W = img.shape
+        wb = np.stack([r.normal(1.0, 0.03, 3) for r in rngs]) if self.opt.effects else np.ones((C, 3))
+        expo = lt.exposure * (np.array([r.uniform(0.85, 1.15) for r in rngs]) if self.opt.effects else np.ones(C))
+        gain = torch.as_tensor(wb * expo[:, None], dtype=torch.float32, device=dev)[:, :, None, None]
+        if self.opt.effects:
+            # depth-aware motion blur from the ego's motion (static-world flow)
+            v_ego = np.array([np.hypot(*fr.ego_velocity), 0, 0])
+            t_exp = 1 / 30 if lt.night else (1 / 60 if lt.time_of_day == "dusk" else 1 / 150)
+            fxs, fys = [], []
+            tz = t.clamp(0.5, 1e4)
+            tz = torch.where(torch.isfinite(t), tz, torch.full_like(tz, 1e4))
+            for ci, cam in enumerate(g.cams):
+                vc = cam.T_cam_ego[:3, :3] @ (-v_ego)
+                ray = g.rays[ci, :, :].view(g.Hp, g.Wp, 3)[:H, :W]
+                fx = cam.fx * (vc[0] - ray[..., 0] * vc[2]) / tz[ci] * t_exp
+                fy = cam.fy * (vc[1] - ray[..., 1] * vc[2]) / tz[ci] * t_exp
+                fxs.append(fx)
+                fys.append(fy)
+            img = effects.motion_blur(img, torch.stack(fxs)[:, None], torch.stack(fys)[:, None],
+                                      max_len=max(3, (W // 64) | 1))
+            img = effects.soften(img, 0.6)
+        out = effects.tone_map(img, gain)
+        if self.opt.effects:
+            if lt.rain > 0:
+                out = (out + effects.rain_layer(C, H, W, rngs, lt.rain, dev) * 0.5).clamp(0, 1)
+            out = out * g.vignette
+            key = (fr.seed, H, W)
+            if key not in self._sensor:
+                self._sensor.clear()
+                self._sensor[key] = effects.NoiseField(fr.seed, H, W, dev)
+            sigma = (0.012 if not lt.night else 0.03)
+            noise = torch.stack([self._sensor[key].sample(r) for r in rngs])
+            out = out + noise * (sigma * (0.5 + out.sqrt()))
+        return (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
+_CACHE: dict[tuple, Renderer] = {}
+
+
+def render(world: World | Frame, rig: Rig, device: str | torch.device = "cpu",
+           options: RenderOptions | None = None) -> Sample:
+    """Render the current frame of ``world`` for every camera of ``rig`` (cached renderer)."""
+    key = (id(rig), str(device), id(options), tuple((c.name, c.width, c.height, c.K.tobytes(), c.dist.tobytes(),
+                                                     c.T_ego_cam.tobytes()) for c in rig.cameras))
+    r = _CACHE.get(key)
+    if r is None:
+        _CACHE.clear()
+        r = _CACHE[key] = Renderer(rig, device, options)
+    return r(world)
