@@ -1,16 +1,177 @@
-"""`perception run`: Run the pipeline on a video, camera or rig."""
+"""`perception run`: the pipeline on a video, image folder, camera, stream or a whole rig.
+
+Also holds the option handling shared by ``perception demo`` and ``perception live``.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perception.cli.app import app, not_built
+from perception.cli.app import app, console, fail, setup_logging
+
+log = logging.getLogger("perception.cli.run")
+
+OUTPUTS = ("video.mp4", "bev.png", "detections.jsonl", "summary.json")
 
 
-@app.command(
-    "run",
-    help="Run the pipeline on a video, camera or rig.",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def run_command(ctx: typer.Context) -> None:
-    not_built("run", "issue 5 (pipeline)")
+def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, serve: int | None,
+                     max_frames: int | None, size: str | None, device: str = "auto", render: bool = True,
+                     threads: int | None = None, extra: dict[str, Any] | None = None):
+    """Validate the common options into :class:`PipelineOptions` (one-line errors)."""
+    from perception.pipeline.bev import BEVConfig
+    from perception.pipeline.render import RenderConfig
+    from perception.pipeline.runner import PipelineOptions, parse_size
+
+    if max_frames is not None and max_frames < 1:
+        fail("--max-frames must be >= 1")
+    if serve is not None and not (0 <= serve < 65536):
+        fail(f"--serve: invalid port {serve}")
+    net_size = None
+    if size:
+        try:
+            net_size = parse_size(size)
+        except ValueError as exc:
+            fail(f"--size: {exc}")
+    if show:
+        from perception.pipeline.sinks import gui_available
+        if not gui_available():
+            fail("--show needs an OpenCV build with GUI support; this one has none (opencv-python-headless). "
+                 "Install opencv-python, or use --serve PORT to watch in a browser")
+    extra = dict(extra or {})
+    try:
+        bev = BEVConfig.from_dict(extra.pop("bev", None))
+        display = RenderConfig.from_dict(extra.pop("display", None))
+    except (TypeError, ValueError) as exc:
+        fail(str(exc))
+    return PipelineOptions(model=model, backend=backend, device=device, size=net_size, out=out, show=show,
+                           serve=serve, max_frames=max_frames, render=render, bev=bev, display=display,
+                           threads=threads, **extra)
+
+
+def execute(rig, sources: list, opts, title: str = "run") -> dict:
+    """Build and run the pipeline with clean Ctrl-C / SIGTERM handling; print where outputs are."""
+    from perception.geometry import CalibrationError
+    from perception.pipeline.runner import Pipeline
+    from perception.pipeline.sources import SourceError
+
+    try:
+        pipe = Pipeline(rig, sources, opts)
+    except (ValueError, CalibrationError, SourceError, OSError) as exc:
+        fail(str(exc))
+    if pipe.server is not None:
+        console.print(f"serving the live view on [bold]{pipe.server.url}[/] (stats: {pipe.server.url}stats.json)")
+
+    signals = {"n": 0}
+
+    def on_signal(signum, _frame) -> None:
+        signals["n"] += 1
+        if signals["n"] > 1:  # second Ctrl-C: give up on a clean stop
+            raise KeyboardInterrupt
+        log.warning("%s: stopping and finalising the outputs (again to abort)", signal.Signals(signum).name)
+        pipe.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Progress(TextColumn(f"[bold]{title}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task(title, total=opts.max_frames, fps="")
+
+            def on_frame(i: int) -> None:
+                total = opts.max_frames
+                src = pipe.captures[0].source
+                if total is None and not src.live and src.frame_count and not opts.loop:
+                    total = src.frame_count
+                progress.update(task, completed=pipe.engine.frames, total=total,
+                                fps=f"{pipe.engine.live_stats()['fps']:.1f} fps")
+
+            summary = pipe.run(progress=on_frame)
+    except (CalibrationError, SourceError, RuntimeError) as exc:
+        fail(str(exc))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        pipe.close()
+    lat = summary["latency_ms"]
+    console.print(f"{summary['frames']} frames, {summary['fps']:.1f} frames/s end to end ({summary['device']}, "
+                  f"{summary['model']}, backend {summary['backend']}); median ms: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in lat.items()), highlight=False)
+    if summary["dropped_frames"] or summary["errors"]:
+        console.print(f"dropped frames: {summary['dropped_frames']}, errors: {summary['errors']}", highlight=False)
+    if opts.out is not None:
+        present = [n for n in OUTPUTS if (Path(opts.out) / n).exists()]
+        console.print(f"outputs in [bold]{Path(opts.out).resolve()}[/]: {', '.join(present)}")
+    if summary["frames"] == 0:
+        fail("no frame was processed (no readable input)")
+    return summary
+
+
+def single_camera_rig(source: str, calib: Path | None, camera: str | None):
+    """A one-camera rig for ``--source``: from ``--calib``, else the documented default camera."""
+    from perception.data.readers.video import load_camera
+    from perception.geometry import CalibrationError, Rig
+    from perception.pipeline.runner import DEFAULT_HEIGHT_M, DEFAULT_HFOV_DEG, default_camera, probe_size
+    from perception.pipeline.sources import SourceError
+
+    if calib is not None:
+        try:
+            cam = load_camera(calib, camera)
+        except CalibrationError as exc:
+            fail(str(exc))
+        return Rig(cam.name, [cam])
+    try:
+        w, h = probe_size(source)
+    except SourceError as exc:
+        fail(str(exc))
+    cam = default_camera(w, h)
+    log.warning("no --calib given: assuming a %dx%d camera with %.0f deg horizontal field of view, %.1f m above "
+                "the ground, looking straight ahead; distances are approximate (calibrate with `perception "
+                "calibrate`)", w, h, DEFAULT_HFOV_DEG, DEFAULT_HEIGHT_M)
+    return Rig("dashcam", [cam])
+
+
+@app.command("run", help="Run the pipeline on a video, camera or rig: boxes, distances, BEV map, video, JSON log.")
+def run_command(
+    source: str = typer.Option(None, "--source", "-s", help="Video file, image folder/glob, camera index, "
+                               "/dev/videoN, rtsp:// or http:// URL, GStreamer pipeline, or synth://."),
+    calib: Path = typer.Option(None, "--calib", "-c", help="Calibration YAML (camera or rig) for --source. "
+                               "Without it: 60 deg horizontal FOV at 1.4 m height is assumed (warning)."),
+    camera: str = typer.Option(None, "--camera-name", help="Which camera of a multi-camera --calib file."),
+    rig: Path = typer.Option(None, "--rig", "-r", help="Rig YAML with one 'source' per camera."),
+    model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name or checkpoint path."),
+    backend: str = typer.Option("torch", "--backend", help="torch, torch-compile or cuda-graph (onnx/tensorrt: "
+                                "planned)."),
+    out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Output folder."),
+    show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
+    serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
+    max_frames: int = typer.Option(None, "--max-frames", "-n", help="Stop after N synchronised frames."),
+    size: str = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the first "
+                             "camera scaled to a long side of 640."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    no_render: bool = typer.Option(False, "--no-render", help="Skip rendering (no video.mp4/bev.png)."),
+    loop: bool = typer.Option(False, "--loop", help="Loop file sources until stopped."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    setup_logging(verbose)
+    from perception.geometry import CalibrationError
+    from perception.pipeline.runner import build_rig
+
+    if (source is None) == (rig is None):
+        fail("give either --source (one camera) or --rig (a rig file with sources)")
+    if rig is not None and calib is not None:
+        fail("--calib goes with --source; a --rig file carries its own calibration")
+    opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
+                            size=size, device=device, render=not no_render, extra={"loop": loop})
+    if rig is not None:
+        try:
+            the_rig, sources = build_rig(rig)
+        except CalibrationError as exc:
+            fail(str(exc))
+    else:
+        the_rig, sources = single_camera_rig(source, calib, camera), [source]
+    execute(the_rig, sources, opts, "run")
