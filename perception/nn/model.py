@@ -144,6 +144,10 @@ class PerceptionNet(nn.Module):
             self._check_inputs(images, intrinsics)
         B, _, H, W = images.shape
         x = (images - self.mean) / self.std
+        if self.training and torch.is_grad_enabled():
+            # Training backward in channels_last corrupts memory on torch 2.13 CPU (seen here as
+            # random segfaults); inference is fine and faster in channels_last.
+            x = x.contiguous()
         pad_h, pad_w = (-H) % MAX_STRIDE, (-W) % MAX_STRIDE
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros after normalisation = the mean colour

@@ -1,0 +1,75 @@
+"""Training configuration: one YAML file -> :class:`TrainConfig` (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perception.train.data import AugmentConfig
+from perception.train.losses import LossWeights
+
+
+@dataclass
+class TrainConfig:
+    model: str = "rep-n"
+    out: str = "runs/train/rep-n"
+    data: list[str] = field(default_factory=lambda: ["runs/data/synth-train"])  # sample folders
+    size: tuple[int, int] = (256, 448)  # network input H, W
+    batch: int = 16  # per process
+    steps: int = 20000
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.9995
+    amp: str = "bf16"  # bf16 (CPU/GPU), fp16 (GPU), none
+    grad_clip: float = 10.0
+    seed: int = 0
+    workers: int = 1
+    ckpt_minutes: float = 5.0
+    log_every: int = 10
+    device: str = "auto"
+    init: str | None = None  # checkpoint to start from (weights only)
+    loss: LossWeights = field(default_factory=LossWeights)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "TrainConfig":
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        for key, sub in (("loss", LossWeights), ("augment", AugmentConfig)):
+            if key in d:
+                sub_known = {f.name for f in dataclasses.fields(sub)}
+                bad = set(d[key] or {}) - sub_known
+                if bad:
+                    raise ValueError(f"{where}: unknown keys {sorted(bad)} in '{key}'; known: {sorted(sub_known)}")
+                d[key] = sub(**{k: tuple(v) if isinstance(v, list) else v for k, v in (d[key] or {}).items()})
+        if "size" in d:
+            d["size"] = tuple(d["size"])
+        if isinstance(d.get("data"), str):
+            d["data"] = [d["data"]]
+        cfg = cls(**d)
+        if cfg.amp not in ("bf16", "fp16", "none"):
+            raise ValueError(f"{where}: amp must be bf16, fp16 or none, got {cfg.amp!r}")
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,277 @@
+"""The training loop (nanoGPT-style: one readable function, no framework).
+
+Trains the multi-branch (train) form with AdamW, warm-up + cosine learning rate, EMA weights,
+gradient clipping and mixed precision (bf16 on CPU and GPU, fp16 on GPU), saves a resumable
+checkpoint every few minutes (atomic), and writes both forms at the end. Runs under
+``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from perception.data.sample_folder import SampleFolder
+from perception.nn import create_model, load_checkpoint, reparameterize_model, save_checkpoint
+from perception.nn.model import PerceptionNet
+from perception.train.config import TrainConfig
+from perception.train.data import CameraDataset, collate
+from perception.train.losses import PerceptionLoss
+
+log = logging.getLogger(__name__)
+
+
+class ConcatSource:
+    """Several sample folders as one camera source (all with the same number of cameras)."""
+
+    def __init__(self, roots: list[str]):
+        self.parts = [SampleFolder(r) for r in roots]
+        cams = {p.num_cameras(0) for p in self.parts}
+        if len(cams) != 1:
+            raise ValueError(f"data folders have different camera counts {sorted(cams)}: train them separately")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def num_cameras(self, index: int = 0) -> int:
+        return self.parts[0].num_cameras(0)
+
+    def camera_sample(self, index: int, camera: int):
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part].camera_sample(index - int(self.offsets[part]), camera)
+
+
+class ModelEMA:
+    """Exponential moving average of weights and buffers, with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0):
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.updates = decay, updates
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / 2000))
+        msd = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This process's batches of one epoch: a seeded permutation, sharded by rank, tail dropped."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_step = batch * world
+    steps = n // per_step
+    return [perm[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
+          stop_after: int | None = None) -> Path:
+    """Run (or resume) a training run; returns the output folder.
+
+    ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
+    is how tests check that a resumed run equals an uninterrupted one.
+    """
+    rank, world = _distributed()
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp: fp16 needs a GPU; use bf16 on the CPU")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.ckpt"
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    model: PerceptionNet = create_model(cfg.model)
+    if cfg.init:
+        init = load_checkpoint(cfg.init)
+        if init.is_reparameterized:
+            raise ValueError(f"{cfg.init}: init checkpoint is in fused form; training needs a train-form checkpoint")
+        model.load_state_dict(init.state_dict())
+    model.to(device).train()
+    ema = ModelEMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    criterion = PerceptionLoss(model.num_classes, model.cfg.f_ref, cfg.loss)
+    step, epoch, pos = 0, 0, 0
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["config"]["model"] != cfg.model:
+            raise ValueError(f"{ckpt_path}: checkpoint is for {state['config']['model']}, config says {cfg.model}")
+        model.load_state_dict(state["model"])
+        ema.module.load_state_dict(state["ema"])
+        ema.updates = state["ema_updates"]
+        opt.load_state_dict(state["optimizer"])
+        step, epoch, pos = state["step"], state["epoch"], state["pos"]
+        _set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, pos)
+    elif resume:
+        log.warning("--resume given but %s does not exist: starting from scratch", ckpt_path)
+    ddp_model: torch.nn.Module = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                              else None)
+
+    dataset = CameraDataset(ConcatSource(cfg.data), cfg.size, cfg.augment, cfg.seed)
+    if len(dataset) < cfg.batch * world:
+        raise ValueError(f"{cfg.data}: {len(dataset)} camera images, fewer than one batch of {cfg.batch * world}")
+    anchors, strides = model.anchors(*cfg.size, device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+
+    def save(final: bool = False) -> None:
+        if rank != 0:
+            return
+        _atomic_torch_save({"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
+                            "optimizer": opt.state_dict(), "step": step, "epoch": epoch, "pos": pos,
+                            "rng": _rng_state(), "config": cfg.to_dict()}, ckpt_path)
+        save_checkpoint(ema.module, out / f"{cfg.model}.safetensors", extra={"step": str(step)})
+        if final:
+            save_checkpoint(reparameterize_model(ema.module), out / f"{cfg.model}-fused.safetensors",
+                            extra={"step": str(step)})
+        log.info("checkpoint at step %d -> %s", step, out)
+
+    csv_path = out / "log.csv"
+    csv_file = open(csv_path, "a", newline="") if rank == 0 else None
+    writer: csv.writer | None = csv.writer(csv_file) if csv_file else None
+    if writer and csv_path.stat().st_size == 0:
+        writer.writerow(["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset",
+                         "depth", "depth_grad", "img_per_s", "time"])
+    tb = _tensorboard(out) if rank == 0 else None
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    last_ckpt = time.monotonic()
+    t_log, n_img = time.monotonic(), 0
+    steps_this_call = 0
+    try:
+        while step < cfg.steps:
+            dataset.set_epoch(epoch)
+            batches = epoch_batches(len(dataset), cfg.batch, cfg.seed, epoch, rank, world)
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[pos:], collate_fn=collate,
+                                                 num_workers=cfg.workers, persistent_workers=False)
+            for batch in loader:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                lr = cfg.lr * lr_factor(step, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    outputs = ddp_model(batch["images"], batch["K"])
+                loss, parts = criterion(outputs, anchors, strides, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}: {parts}")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                ema.update(model)
+                step, pos, steps_this_call = step + 1, pos + 1, steps_this_call + 1
+                n_img += batch["images"].shape[0] * world
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    dt = time.monotonic() - t_log
+                    row = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), **parts,
+                           "img_per_s": n_img / max(dt, 1e-9)}
+                    t_log, n_img = time.monotonic(), 0
+                    if writer:
+                        writer.writerow([row.get(k, "") for k in ("step", "epoch", "lr", "loss", "cls", "box", "l1",
+                                                                     "depth_obj", "size", "angle", "offset", "depth",
+                                                                     "depth_grad", "img_per_s")] + [time.time()])
+                        csv_file.flush()
+                    if tb:
+                        for k, v in row.items():
+                            tb.add_scalar(f"train/{k}", v, step)
+                    if progress and rank == 0:
+                        progress(row)
+                if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
+                    save()
+                    last_ckpt = time.monotonic()
+                if step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after):
+                    break
+            else:
+                epoch, pos = epoch + 1, 0
+                continue
+            if step < cfg.steps and pos >= len(batches):
+                epoch, pos = epoch + 1, 0
+            break
+    finally:
+        if csv_file:
+            csv_file.close()
+        if tb:
+            tb.close()
+    save(final=step >= cfg.steps)
+    if world > 1:
+        dist.barrier()
+    return out
+
+
+def _tensorboard(out: Path):  # noqa: ANN202
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard is optional
+        log.info("tensorboard not installed: logging to CSV only (pip install tensorboard)")
+        return None
+    return SummaryWriter(str(out / "tb"))

@@ -1,0 +1,182 @@
+"""Training: assigner, losses, K-consistent augmentation, sample folders, trainer resume, DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from perception.data.sample_folder import SampleFolder
+from perception.nn import create_model, load_checkpoint
+from perception.train.assigner import TaskAlignedAssigner
+from perception.train.config import TrainConfig
+from perception.train.data import AugmentConfig, CameraDataset, collate, make_item
+from perception.train.losses import silog_loss, varifocal_loss
+from perception.train.trainer import epoch_batches, lr_factor, train
+from tests.fake_data import fake_folder, fake_sample
+
+
+def test_assigner_picks_anchors_inside_the_box_with_best_alignment():
+    anchors = torch.tensor([[5.0, 5.0], [15.0, 5.0], [25.0, 5.0], [5.0, 15.0]])
+    pred_boxes = torch.tensor([[[0, 0, 10, 10], [10, 0, 20, 10], [0, 0, 30, 10], [0, 10, 10, 20]]],
+                              dtype=torch.float32)
+    pred_scores = torch.full((1, 4, 2), 0.5)
+    gt_boxes = torch.tensor([[[0.0, 0.0, 30.0, 10.0]]])
+    a = TaskAlignedAssigner(topk=2)(pred_scores, pred_boxes, anchors, torch.tensor([[1]]), gt_boxes,
+                                    torch.tensor([[True]]))
+    # anchors 0..2 are inside; the two best-aligned are anchor 2 (IoU 1) and one of the others
+    assert a.fg_mask[0].tolist()[2] is True and a.fg_mask[0].sum() == 2 and not a.fg_mask[0, 3]
+    assert a.target_scores[0, 2, 1] == pytest.approx(1.0) and a.target_scores[0, 2, 0] == 0
+    assert torch.equal(a.target_boxes[0, 2], gt_boxes[0, 0])
+
+
+def test_assigner_ignore_regions_and_empty_images():
+    anchors = torch.tensor([[5.0, 5.0], [50.0, 50.0]])
+    a = TaskAlignedAssigner()(torch.rand(1, 2, 3), torch.zeros(1, 2, 4), anchors, torch.zeros(1, 0, dtype=torch.long),
+                              torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool),
+                              ignore_boxes=torch.tensor([[[0.0, 0.0, 10.0, 10.0], [math.nan] * 4]]))
+    assert not a.fg_mask.any() and a.ignore_mask.tolist() == [[True, False]]
+
+
+def test_varifocal_loss_weights():
+    logits = torch.tensor([0.0, 0.0])
+    loss = varifocal_loss(logits, torch.tensor([0.0, 1.0]))
+    assert loss[0] == pytest.approx(0.75 * 0.25 * math.log(2), rel=1e-5)  # negative: alpha * p^2 * BCE
+    assert loss[1] == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_silog_is_zero_for_exact_and_penalises_scale_partially():
+    gt = torch.rand(1, 1, 8, 8) * 10 + 1
+    valid = torch.ones_like(gt)
+    assert silog_loss(gt, gt, valid) < 1e-3
+    s2 = silog_loss(gt * 2, gt, valid)
+    assert s2 == pytest.approx(math.sqrt(0.15) * math.log(2), rel=1e-3)  # lambda 0.85 keeps 15% of scale error
+
+
+def test_augmentation_keeps_k_consistent_with_pixels():
+    """A marker drawn at the projected 3D centre must land at the item's centre_uv after
+    random scale, crop and flip."""
+    sample = fake_sample(3, width=192, height=128)
+    b = sample.boxes2d[0]
+    cam = sample.cameras[0]
+    X = b.center_cam[0]
+    u = cam.K[0, 0] * X[0] / X[2] + cam.K[0, 2]
+    v = cam.K[1, 1] * X[1] / X[2] + cam.K[1, 2]
+    img = np.zeros_like(sample.images[0])
+    img[int(round(v)) - 1:int(round(v)) + 2, int(round(u)) - 1:int(round(u)) + 2] = 255
+    sample.images[0] = img
+    aug = AugmentConfig(brightness=0, contrast=0, saturation=0, noise=0, min_box_px=0)
+    flips = 0
+    for seed in range(6):
+        item = make_item(sample, 0, (96, 160), np.random.default_rng(seed), aug)
+        assert len(item["center_uv"]) >= 1
+        uv = item["center_uv"][0]
+        ys, xs = np.nonzero(item["image"][..., 0] > 180)
+        if not len(xs):
+            continue  # marker cropped away
+        assert abs(xs.mean() - uv[0]) < 1.5 and abs(ys.mean() - uv[1]) < 1.5, (seed, xs.mean(), ys.mean(), uv)
+        flips += int(item["K"][0, 2] < 80)
+    # projected depth is unchanged by 2D augmentation, and K scales with the zoom
+    assert item["obj_depth"][0] == pytest.approx(X[2], rel=1e-6)
+
+
+def test_sample_folder_round_trip(tmp_path):
+    root = fake_folder(tmp_path / "d", frames=3)
+    folder = SampleFolder(root)
+    assert len(folder) == 3 and folder.num_cameras() == 2
+    orig = fake_sample(1)
+    back = folder[1]
+    assert np.allclose(back.depth[0], orig.depth[0], atol=1 / 256)
+    assert np.allclose(back.boxes2d[0].boxes, orig.boxes2d[0].boxes)
+    assert np.allclose(back.cameras[1].T_ego_cam, orig.cameras[1].T_ego_cam)
+    one = folder.camera_sample(1, 1)
+    assert len(one.images) == 1 and one.cameras[0].name == "cam1"
+    (root / "000002" / "labels.json").unlink()  # an unfinished frame is not listed
+    assert len(SampleFolder(root)) == 2
+
+
+def test_collate_pads_boxes(tmp_path):
+    ds = CameraDataset(SampleFolder(fake_folder(tmp_path / "d", frames=2)), (64, 96), AugmentConfig(enabled=False))
+    batch = collate([ds[i] for i in range(4)])
+    assert batch["images"].shape == (4, 3, 64, 96) and batch["depth"].shape == (4, 1, 64, 96)
+    n = batch["gt_mask"].sum(1)
+    assert (batch["gt_labels"][batch["gt_mask"]] == 0).all() and n.max() == batch["gt_boxes"].shape[1]
+
+
+def test_epoch_batches_shard_without_overlap():
+    a = epoch_batches(20, 3, seed=1, epoch=0, rank=0, world=2)
+    b = epoch_batches(20, 3, seed=1, epoch=0, rank=1, world=2)
+    assert len(a) == len(b) == 3
+    flat = sum(a, []) + sum(b, [])
+    assert len(set(flat)) == len(flat)
+    assert epoch_batches(20, 3, 1, 1, 0, 2) != a
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, cfg) == pytest.approx(0.1) and lr_factor(55, cfg) == pytest.approx(0.55)
+
+
+def _cfg(tmp_path, data, **kw) -> TrainConfig:
+    base = dict(model="rep-n", out=str(tmp_path / "run"), data=[str(data)], size=(64, 96), batch=4, steps=6,
+                warmup_steps=2, workers=0, amp="none", log_every=1, ckpt_minutes=100.0, ema_decay=0.9)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_is_exact(tmp_path):
+    data = fake_folder(tmp_path / "d", frames=4)
+    straight = train(_cfg(tmp_path / "a", data))
+    cfg = _cfg(tmp_path / "b", data)
+    train(cfg, stop_after=4)  # crosses an epoch boundary: 8 images / batch 4 = 2 steps per epoch
+    resumed = train(cfg, resume=True)
+    s1 = torch.load(straight / "last.ckpt", weights_only=False)
+    s2 = torch.load(resumed / "last.ckpt", weights_only=False)
+    assert s1["step"] == s2["step"] == 6
+    for k in s1["model"]:
+        assert torch.equal(s1["model"][k], s2["model"][k]), k
+    fused = load_checkpoint(resumed / "rep-n-fused.safetensors")
+    assert fused.is_reparameterized
+    assert not load_checkpoint(resumed / "rep-n.safetensors").is_reparameterized
+    lines = (resumed / "log.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 6  # header + one row per step, across the resume
+
+
+def test_training_reduces_the_loss(tmp_path):
+    data = fake_folder(tmp_path / "d", frames=4)
+    rows = []
+    train(_cfg(tmp_path, data, steps=40, lr=3e-3, amp="bf16", augment=AugmentConfig(enabled=False)),
+          progress=rows.append)
+    first = np.mean([r["loss"] for r in rows[:5]])
+    last = np.mean([r["loss"] for r in rows[-5:]])
+    assert last < 0.7 * first, (first, last)
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: rep-n\nlearning_rate: 3\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.load(p)
+
+
+def _ddp_worker(rank: int, world: int, cfg: TrainConfig, init_file: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    train(cfg)
+    model = create_model("rep-n")
+    torch.save(model.state_dict(), cfg.out + f"/rank{rank}_unused.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    data = fake_folder(tmp_path / "d", frames=4)
+    cfg = _cfg(tmp_path, data, steps=2, batch=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, cfg, str(tmp_path / "init")), nprocs=2, join=True)
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)
+    assert state["step"] == 2
+    assert (tmp_path / "run" / "rep-n-fused.safetensors").is_file()
