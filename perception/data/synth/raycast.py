@@ -109,22 +109,29 @@ def intersect(kind: int, o: torch.Tensor, d: torch.Tensor, half: torch.Tensor) -
 
 def local_normal(kind: torch.Tensor, p: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
     """Outward unit normals in the primitive frame at local hit points ``p`` [N, 3]."""
-    n = torch.zeros_like(p)
-    # box: the face whose slab is closest to the point
-    q = p / half
-    ax = q.abs().argmax(-1, keepdim=True)
-    nb = torch.zeros_like(p).scatter_(-1, ax, torch.sign(q.gather(-1, ax)))
+    px, py, pz = p[:, 0], p[:, 1], p[:, 2]
+    hx, hy, hz = half[:, 0], half[:, 1], half[:, 2]
+    zero = torch.zeros_like(px)
+    # box: the face whose slab the point is closest to
+    ax, ay, az = (px / hx).abs(), (py / hy).abs(), (pz / hz).abs()
+    m0 = (ax >= ay) & (ax >= az)
+    m1 = ~m0 & (ay >= az)
+    m2 = ~(m0 | m1)
+    bx = torch.where(m0, torch.sign(px), zero)
+    by = torch.where(m1, torch.sign(py), zero)
+    bz = torch.where(m2, torch.sign(pz), zero)
     # cylinder (axis z): caps or radial
-    r = half[:, :1]
-    on_cap = (p[:, 2:3].abs() >= half[:, 2:3] - 1e-3 * half[:, 2:3].clamp_min(1.0)) & \
-        ((p[:, :2] ** 2).sum(-1, keepdim=True) < (r * 0.999) ** 2)
-    radial = torch.cat([p[:, :2], torch.zeros_like(p[:, 2:])], -1)
-    capn = torch.cat([torch.zeros_like(p[:, :2]), torch.sign(p[:, 2:3])], -1)
-    nc = torch.where(on_cap, capn, radial)
-    ne = p / (half * half)
-    k = kind[:, None]
-    n = torch.where(k == BOX, nb, torch.where(k == CYL, nc, ne))
-    return n / dot3(n, n).sqrt().clamp_min(1e-9)[:, None]
+    cap = (az >= 1 - 1e-3) & (px * px + py * py < (hx * 0.999) ** 2)
+    cx = torch.where(cap, zero, px)
+    cy = torch.where(cap, zero, py)
+    cz = torch.where(cap, torch.sign(pz), zero)
+    # ellipsoid: gradient of the implicit function
+    is_box, is_cyl = kind == BOX, kind == CYL
+    nx = torch.where(is_box, bx, torch.where(is_cyl, cx, px / (hx * hx)))
+    ny = torch.where(is_box, by, torch.where(is_cyl, cy, py / (hy * hy)))
+    nz = torch.where(is_box, bz, torch.where(is_cyl, cz, pz / (hz * hz)))
+    inv = torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-18))
+    return torch.stack([nx * inv, ny * inv, nz * inv], 1)
 
 
 def bin_tiles(rect: np.ndarray, valid: np.ndarray, tile_rects: np.ndarray,

@@ -33,7 +33,7 @@ FAR = 3000.0
 
 @dataclass
 class RenderOptions:
-    tile: int = 16
+    tile: int = 8
     max_depth: float = 300.0          # depth GT beyond this (and sky) is 0 = invalid
     effects: bool = True              # weather/camera effects (fog is always on)
     labels: bool = True               # 2D boxes (amodal masks)
@@ -272,7 +272,7 @@ class Renderer:
             sem.index_copy_(0, ko, semo)
         # ---------------- images
         H, W = g.H, g.W
-        img = rad.view(C, g.Hp, g.Wp, 3).permute(0, 3, 1, 2)[:, :, :H, :W]
+        img = rad.view(C, g.Hp, g.Wp, 3)[:, :H, :W].permute(0, 3, 1, 2).contiguous()
         tt = t.view(C, g.Hp, g.Wp)[:, :H, :W]
         rngs = [np.random.default_rng(np.random.SeedSequence([fr.seed, fr.index, ci, 0xEFF])) for ci in range(C)]
         img = self._camera_effects(img, tt, fr, g, rngs)

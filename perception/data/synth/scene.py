@@ -503,24 +503,27 @@ class World:
 
     def _update_poses(self, dt: float | None = None) -> None:
         lay = self.layout
-        for a in self.agents + [self.ego]:
-            px, py = a.x, a.y
-            if a.mode in ("lane", "parked", "sidewalk"):
-                x, y, h = lay.pose(np.array([a.s]), a.d)
-                a.x, a.y = float(x[0]), float(y[0])
+        agents = self.agents + [self.ego]
+        prev = np.array([(a.x, a.y) for a in agents])
+        road = [a for a in agents if a.mode in ("lane", "parked", "sidewalk")]
+        if road:
+            x, y, h = lay.pose(np.array([a.s for a in road]), np.array([a.d for a in road]))
+            for a, xi, yi, hi in zip(road, x, y, h):
+                a.x, a.y = float(xi), float(yi)
                 if a.mode != "sidewalk" or a.speed > 0:
-                    a.yaw = float(h[0]) + (0.0 if a.direction > 0 else math.pi)
-            elif a.mode == "cross":
+                    a.yaw = float(hi) + (0.0 if a.direction > 0 else math.pi)
+        for a in agents:
+            if a.mode == "cross":
                 c = lay.crossings[a.cross]
                 ch, sh = math.cos(c.heading), math.sin(c.heading)
                 a.x = c.x0 + a.s * ch - a.d * sh
                 a.y = c.y0 + a.s * sh + a.d * ch
                 a.yaw = c.heading + (0.0 if a.direction > 0 else math.pi)
+        for a, (px, py) in zip(agents, prev):
             if dt:
                 a.vx, a.vy = (a.x - px) / dt, (a.y - py) / dt
             else:
-                sp = a.speed
-                a.vx, a.vy = sp * math.cos(a.yaw), sp * math.sin(a.yaw)
+                a.vx, a.vy = a.speed * math.cos(a.yaw), a.speed * math.sin(a.yaw)
             a.yaw = math.atan2(math.sin(a.yaw), math.cos(a.yaw))
 
     # ------------------------------------------------------------------ snapshot
