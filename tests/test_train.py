@@ -180,3 +180,29 @@ def test_ddp_two_cpu_processes(tmp_path):
     state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)
     assert state["step"] == 2
     assert (tmp_path / "run" / "rep-n-fused.safetensors").is_file()
+
+
+def test_synth_spec_parsing_and_cache_dir(tmp_path):
+    from perception.train.sources import parse_synth_spec, synth_cache_dir
+
+    rig, opts = parse_synth_spec("synth:surround6,frames=20,seed=3")
+    assert rig == "surround6" and opts["frames"] == 20 and opts["seed"] == 3 and opts["episode_frames"] == 4
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_synth_spec("synth:surround6,frame=20")
+    a = synth_cache_dir("synth:surround6,frames=20", (64, 96), tmp_path)
+    assert a != synth_cache_dir("synth:surround6,frames=20", (64, 128), tmp_path)
+
+
+def test_concat_source_mixes_camera_counts(tmp_path):
+    from perception.data.sample_folder import write_sample_folder
+    from perception.train.trainer import ConcatSource
+
+    two = fake_folder(tmp_path / "two", frames=2)
+    one_cam = fake_sample(9)
+    one_cam.images, one_cam.cameras = one_cam.images[:1], one_cam.cameras[:1]
+    one_cam.depth, one_cam.boxes2d = one_cam.depth[:1], one_cam.boxes2d[:1]
+    write_sample_folder([one_cam, one_cam], tmp_path / "one")
+    src = ConcatSource([str(two), str(tmp_path / "one")])
+    items = src.camera_items()
+    assert len(items) == 2 * 2 + 2 * 1 and items[-1] == (3, 0)
+    assert src.camera_sample(3, 0).cameras[0].name == "cam0"

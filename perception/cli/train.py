@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -32,16 +33,21 @@ def train_command(
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"train {cfg.model}", total=cfg.steps, info="")
+        task = bar.add_task(f"train {cfg.model}", total=cfg.steps, info="", visible=False)
+        render_task = bar.add_task("render synthetic data", total=None, info="", visible=False)
+
+        def on_render(done: int, total: int) -> None:
+            bar.update(render_task, completed=done, total=total, visible=True)
 
         def on_log(row: dict) -> None:
-            bar.update(task, completed=row["step"],
+            bar.update(task, completed=row["step"], visible=True,
                        info=f"loss {row['loss']:.3f} cls {row.get('cls', 0):.3f} box {row.get('box', 0):.3f} "
                             f"depth {row.get('depth', 0):.3f} | {row['img_per_s']:.1f} img/s")
 
         try:
-            result = train(cfg, resume=resume, progress=on_log)
+            result = train(cfg, resume=resume, progress=on_log, data_progress=on_render)
         except (ValueError, FileNotFoundError) as exc:
+            logging.getLogger(__name__).debug("training failed", exc_info=True)
             fail(str(exc))
     console.print(f"outputs in {result}: {cfg.model}.safetensors (train form, EMA), "
                   f"{cfg.model}-fused.safetensors (deploy form), last.ckpt (resume), log.csv")

@@ -45,6 +45,9 @@ def _boxes2d_to_json(b: Boxes2D) -> dict[str, Any]:
 
 def _boxes2d_from_json(d: dict[str, Any]) -> Boxes2D:
     kw = {k: np.asarray(d[k]) for k in _BOX2D_FIELDS if d.get(k) is not None}
+    for k in ("center_cam", "size"):
+        if k in kw:
+            kw[k] = kw[k].reshape(-1, 3)
     boxes = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
     return Boxes2D(boxes=boxes, labels=np.asarray(d["labels"], np.int64).reshape(-1), **kw)
 
@@ -57,6 +60,8 @@ def _boxes3d_to_json(b: Boxes3D) -> dict[str, Any]:
 
 def _boxes3d_from_json(d: dict[str, Any]) -> Boxes3D:
     kw = {k: np.asarray(d[k]) for k in _BOX3D_FIELDS if d.get(k) is not None}
+    if "velocity" in kw:
+        kw["velocity"] = kw["velocity"].reshape(-1, 2)
     return Boxes3D(center=np.asarray(d["center"], np.float64).reshape(-1, 3),
                    size=np.asarray(d["size"], np.float64).reshape(-1, 3),
                    yaw=np.asarray(d["yaw"], np.float64).reshape(-1),
@@ -131,6 +136,11 @@ class SampleFolder:
 
     def num_cameras(self, index: int = 0) -> int:
         return len(self.labels(index)["cameras"])
+
+    def camera_items(self) -> list[tuple[int, int]]:
+        """(frame, camera) pairs; every frame of a folder has the cameras of its first frame."""
+        n = self.num_cameras(0) if self.frames else 0
+        return [(f, c) for f in range(len(self)) for c in range(n)]
 
     def camera_sample(self, index: int, camera: int) -> Sample:
         """One camera of a frame as a single-camera `Sample` (reads only that camera's files)."""

@@ -34,11 +34,9 @@ class AugmentConfig:
 
 
 class CameraSource(Protocol):
-    """What :class:`CameraDataset` needs: frame count, cameras per frame, one camera's Sample."""
+    """What :class:`CameraDataset` needs: the (frame, camera) pairs and one camera's Sample."""
 
-    def __len__(self) -> int: ...
-
-    def num_cameras(self, index: int = 0) -> int: ...
+    def camera_items(self) -> list[tuple[int, int]]: ...
 
     def camera_sample(self, index: int, camera: int) -> Sample: ...
 
@@ -167,17 +165,17 @@ class CameraDataset(torch.utils.data.Dataset):
     def __init__(self, source: CameraSource, size: tuple[int, int], aug: AugmentConfig | None = None,
                  seed: int = 0):
         self.source, self.size, self.aug, self.seed = source, size, aug or AugmentConfig(), seed
-        self.cams = source.num_cameras(0) if len(source) else 0
+        self.items = source.camera_items()
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.source) * self.cams
+        return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        frame, cam = divmod(index, self.cams)
+        frame, cam = self.items[index]
         sample = self.source.camera_sample(frame, cam)
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.aug.enabled else None
         return make_item(sample, 0, self.size, rng, self.aug)

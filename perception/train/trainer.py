@@ -29,25 +29,25 @@ from perception.nn.model import PerceptionNet
 from perception.train.config import TrainConfig
 from perception.train.data import CameraDataset, collate
 from perception.train.losses import PerceptionLoss
+from perception.train.sources import resolve_data
 
 log = logging.getLogger(__name__)
 
 
 class ConcatSource:
-    """Several sample folders as one camera source (all with the same number of cameras)."""
+    """Several sample folders as one camera source (they may have different camera counts)."""
 
     def __init__(self, roots: list[str]):
         self.parts = [SampleFolder(r) for r in roots]
-        cams = {p.num_cameras(0) for p in self.parts}
-        if len(cams) != 1:
-            raise ValueError(f"data folders have different camera counts {sorted(cams)}: train them separately")
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def num_cameras(self, index: int = 0) -> int:
-        return self.parts[0].num_cameras(0)
+    def camera_items(self) -> list[tuple[int, int]]:
+        """(frame, camera) pairs over all folders."""
+        return [(int(off) + f, c) for p, off in zip(self.parts, self.offsets)
+                for f in range(len(p)) for c in range(p.num_cameras(0))]
 
     def camera_sample(self, index: int, camera: int):
         part = int(np.searchsorted(self.offsets, index, side="right") - 1)
@@ -125,7 +125,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None) -> Path:
     """Run (or resume) a training run; returns the output folder.
 
     ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
@@ -174,7 +174,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                               else None)
 
-    dataset = CameraDataset(ConcatSource(cfg.data), cfg.size, cfg.augment, cfg.seed)
+    # synthetic specs are rendered into a cache by rank 0 first; the other ranks wait
+    data = resolve_data(cfg.data, cfg.size, render=rank == 0, progress=data_progress)
+    if world > 1:
+        dist.barrier()
+    dataset = CameraDataset(ConcatSource(data), cfg.size, cfg.augment, cfg.seed)
     if len(dataset) < cfg.batch * world:
         raise ValueError(f"{cfg.data}: {len(dataset)} camera images, fewer than one batch of {cfg.batch * world}")
     anchors, strides = model.anchors(*cfg.size, device)
