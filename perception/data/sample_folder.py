@@ -112,11 +112,11 @@ def write_sample_folder(samples: Iterable[Sample], root: str | Path, meta: dict[
 class SampleFolder:
     """Random access to a sample folder (complete frames only)."""
 
-    def __init__(self, root: str | Path, check: bool = True):
+    def __init__(self, root: str | Path, check: bool = True, max_frames: int | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: sample folder not found")
-        self.frames = sorted(p.parent for p in self.root.glob("*/labels.json"))
+        self.frames = sorted(p.parent for p in self.root.glob("*/labels.json"))[:max_frames]
         if check and not self.frames:
             raise DataError(f"{self.root}: no complete frames (no */labels.json)")
 

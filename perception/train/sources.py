@@ -41,9 +41,13 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
 
 
 def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = None) -> Path:
-    key = hashlib.sha1(f"{spec}|{size[0]}x{size[1]}|v1".encode()).hexdigest()[:10]
+    """Cache folder of a spec. Frame i depends only on (rig, seed, episode_frames, fps, size),
+    not on the frame count, so the key leaves ``frames`` out: asking for more frames later
+    renders only the new ones."""
     rig, opts = parse_synth_spec(spec)
-    return (cache_root or CACHE_ROOT) / f"synth-{Path(rig).stem}-{opts['frames']}-{key}"
+    ident = f"{rig}|{opts['seed']}|{opts['episode_frames']}|{opts['fps']}|{size[0]}x{size[1]}|v1"
+    key = hashlib.sha1(ident.encode()).hexdigest()[:10]
+    return (cache_root or CACHE_ROOT) / f"synth-{Path(rig).stem}-{key}"
 
 
 def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = None,
@@ -71,13 +75,17 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
 
 
 def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Turn data specs into sample-folder paths (rendering synthetic specs when ``render``)."""
-    paths = []
+                 progress: Callable[[int, int], None] | None = None) -> list[tuple[str, int | None]]:
+    """Turn data specs into (sample-folder path, frame limit) pairs, rendering synthetic specs
+    when ``render``. A synthetic cache may hold more frames than a spec asks for (an earlier,
+    longer render): the limit keeps training to the first ``frames``."""
+    out: list[tuple[str, int | None]] = []
     for spec in specs:
         if spec.startswith("synth:"):
-            paths.append(str(render_synth(spec, size, progress=progress) if render else synth_cache_dir(spec, size)))
+            frames = int(parse_synth_spec(spec)[1]["frames"])
+            path = render_synth(spec, size, progress=progress) if render else synth_cache_dir(spec, size)
+            out.append((str(path), frames))
         else:
             SampleFolder(spec)  # clear error now if it is missing or empty
-            paths.append(spec)
-    return paths
+            out.append((spec, None))
+    return out

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 class ConcatSource:
     """Several sample folders as one camera source (they may have different camera counts)."""
 
-    def __init__(self, roots: list[str]):
-        self.parts = [SampleFolder(r) for r in roots]
+    def __init__(self, roots: list[str | tuple[str, int | None]]):
+        self.parts = [SampleFolder(r) if isinstance(r, str) else SampleFolder(r[0], max_frames=r[1]) for r in roots]
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
 
     def __len__(self) -> int:
