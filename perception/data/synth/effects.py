@@ -28,9 +28,14 @@ def motion_blur(img: torch.Tensor, flow_x: torch.Tensor, flow_y: torch.Tensor, m
     out = img
     for flow, dim in ((flow_x, 3), (flow_y, 2)):
         a = (flow.abs() / max_len).clamp(0, 1)
-        if float(a.max()) < 0.05:
+        # only cameras with noticeable flow in this direction pay for the blur
+        cams = torch.nonzero(a.flatten(1).mean(1) > 0.04).squeeze(1).tolist()
+        if not cams:
             continue
-        out = out + (box_blur(out, max_len, dim) - out) * a
+        sub = out[cams]
+        blurred = sub + (box_blur(sub, max_len, dim) - sub) * a[cams]
+        out = out.clone() if out is img else out
+        out[cams] = blurred
     return out
 
 
@@ -53,34 +58,29 @@ def box_blur(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
 
 
 def soften(img: torch.Tensor, amount: float = 0.5) -> torch.Tensor:
-    """Mild optical low-pass (anti-aliases hard primitive edges)."""
-    out = img
-    for dim in (3, 2):
-        n = out.shape[dim]
-        xp = _pad(out, 1, dim)
-        out = (xp.narrow(dim, 0, n) + xp.narrow(dim, 2, n)) * 0.25 + out * 0.5
-    return img + (out - img) * amount
+    """Mild optical low-pass (anti-aliases hard primitive edges): separable [1, 2, 1] / 4."""
+    k = torch.tensor([0.25, 0.5, 0.25], device=img.device, dtype=img.dtype)
+    C = img.shape[1]
+    x = F.pad(img, (1, 1, 1, 1), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 3).expand(C, 1, 1, 3), groups=C)
+    x = F.conv2d(x, k.view(1, 1, 3, 1).expand(C, 1, 3, 1), groups=C)
+    return img + (x - img) * amount
 
 
-def rain_layer(n_cam: int, H: int, W: int, rngs: list[np.random.Generator], intensity: float,
-               device: torch.device) -> torch.Tensor:
-    """[C, 1, H, W] additive rain streaks (drawn at half resolution with OpenCV lines)."""
+def rain_layer(H: int, W: int, rng: np.random.Generator, intensity: float) -> np.ndarray:
+    """uint8 HxWx3 additive rain streaks (drawn at half resolution with OpenCV lines)."""
     h2, w2 = max(H // 2, 1), max(W // 2, 1)
-    layers = []
-    for rng in rngs[:n_cam]:
-        lay = np.zeros((h2, w2), np.float32)
-        n = int(intensity * 0.004 * h2 * w2)
-        ang = math.pi / 2 + rng.uniform(-0.25, 0.25)
-        xs = rng.uniform(0, w2, n)
-        ys = rng.uniform(0, h2, n)
-        ln = rng.uniform(4, 14, n) * (h2 / 128)
-        br = rng.uniform(0.15, 0.5, n)
-        for x, y, L, b in zip(xs, ys, ln, br):
-            cv2.line(lay, (int(x), int(y)), (int(x + L * math.cos(ang)), int(y + L * math.sin(ang))), float(b), 1,
-                     cv2.LINE_AA)
-        layers.append(lay)
-    t = torch.as_tensor(np.stack(layers), device=device)[:, None]
-    return F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)
+    lay = np.zeros((h2, w2), np.uint8)
+    n = int(intensity * 0.004 * h2 * w2)
+    ang = math.pi / 2 + rng.uniform(-0.25, 0.25)
+    xs = rng.uniform(0, w2, n)
+    ys = rng.uniform(0, h2, n)
+    ln = rng.uniform(4, 14, n) * (h2 / 128)
+    br = rng.uniform(40, 110, n)
+    for x, y, L, b in zip(xs, ys, ln, br):
+        cv2.line(lay, (int(x), int(y)), (int(x + L * math.cos(ang)), int(y + L * math.sin(ang))), int(b), 1, cv2.LINE_AA)
+    lay = cv2.resize(lay, (W, H), interpolation=cv2.INTER_LINEAR)
+    return cv2.merge([lay, lay, lay])
 
 
 _LUT: dict[str, torch.Tensor] = {}
@@ -93,19 +93,32 @@ def _tone_curve(v: torch.Tensor) -> torch.Tensor:
     return x + 0.35 * (x * x * (3 - 2 * x) - x)     # mild S-curve for contrast
 
 
-def tone_map(rad: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
-    """Exponential tone curve + sRGB-like gamma + mild S-curve -> [0, 1].
+def tone_map_u8(rad: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Exponential tone curve + sRGB-like gamma + mild S-curve -> uint8, for radiance ``rad``
+    times ``gain`` (exposure, white balance, vignetting; broadcastable).
 
-    exposure [C, 3, 1, 1] (incl. white balance). Evaluated through a lookup table indexed by
-    sqrt(v) (fine steps in the shadows), which is several times cheaper than the curve.
+    Evaluated through a lookup table indexed by sqrt(v) (fine steps in the shadows), which is
+    several times cheaper than evaluating the curve.
     """
     key = str(rad.device)
     if key not in _LUT:
         u = torch.linspace(0, 1, _LUT_N, dtype=torch.float64)
-        _LUT[key] = _tone_curve(u * u * _LUT_VMAX).float().to(rad.device)
-    v = (rad * exposure).clamp(0, _LUT_VMAX)
-    idx = (torch.sqrt(v * (1.0 / _LUT_VMAX)) * (_LUT_N - 1) + 0.5).long()
-    return _LUT[key].index_select(0, idx.reshape(-1)).view(v.shape)
+        _LUT[key] = (_tone_curve(u * u * _LUT_VMAX) * 255 + 0.5).clamp(0, 255).to(torch.uint8).to(rad.device)
+    v = (rad * gain).clamp_(0, _LUT_VMAX)
+    idx = torch.sqrt_(v.mul_((_LUT_N - 1) ** 2 / _LUT_VMAX)).add_(0.5).to(torch.int32)
+    return _LUT[key].index_select(0, idx.view(-1)).view(v.shape)
+
+
+def tone_map(rad: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
+    """Float version of :func:`tone_map_u8` in [0, 1] (for previews)."""
+    return _tone_curve(rad * exposure)
+
+
+def add_noise(img: np.ndarray, noise: np.ndarray, sigma: float) -> np.ndarray:
+    """uint8 image + Gaussian sensor noise of ``sigma`` grey levels (``noise`` is N(0, 1) int8-scaled by 16)."""
+    out = img.astype(np.int16)
+    out += (noise.astype(np.int16) * int(round(sigma * 16))) >> 8
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def vignette(H: int, W: int, strength: float, device: torch.device) -> torch.Tensor:
@@ -115,13 +128,14 @@ def vignette(H: int, W: int, strength: float, device: torch.device) -> torch.Ten
 
 
 class NoiseField:
-    """Pre-generated Gaussian sensor noise, cropped at random offsets per frame and camera."""
+    """Pre-generated Gaussian sensor noise (int8, N(0, 1) * 16), cropped at random offsets per
+    frame and camera (deterministic, device independent)."""
 
-    def __init__(self, seed: int, H: int, W: int, device: torch.device) -> None:
+    def __init__(self, seed: int, H: int, W: int) -> None:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x401]))
         self.H, self.W, self.m = H, W, 48
-        self.field = torch.as_tensor(rng.standard_normal((3, H + self.m, W + self.m)).astype(np.float32), device=device)
+        self.field = np.clip(rng.standard_normal((H + self.m, W + self.m, 3)) * 16, -127, 127).astype(np.int8)
 
-    def sample(self, rng: np.random.Generator) -> torch.Tensor:
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
         oy, ox = rng.integers(0, self.m, 2)
-        return self.field[:, oy:oy + self.H, ox:ox + self.W]
+        return self.field[oy:oy + self.H, ox:ox + self.W]

@@ -89,8 +89,9 @@ def _rect_truncation(corners_cam: np.ndarray, cam: Camera) -> tuple[np.ndarray, 
 
 
 def boxes2d(cams: list[Camera], boxes: Boxes3D, instance: torch.Tensor, raw: dict[str, torch.Tensor] | None,
-            H: int, W: int, Wp: int, HWp: int, min_pixels: int = 16) -> list[Boxes2D]:
-    """Per-camera 2D boxes from the amodal hits ``raw`` and the instance maps [C, H, W]."""
+            H: int, W: int, min_pixels: int = 16) -> list[Boxes2D]:
+    """Per-camera 2D boxes from the amodal hits ``raw`` (``cam``, ``row``, ``col``, ``obj`` per
+    hit of a labelled primitive) and the instance maps [C, H, W]."""
     C = len(cams)
     out: list[Boxes2D] = []
     ids = boxes.instance_ids
@@ -102,8 +103,7 @@ def boxes2d(cams: list[Camera], boxes: Boxes3D, instance: torch.Tensor, raw: dic
     vis_counts = torch.bincount((torch.arange(C, device=dev)[:, None, None] * maxid + instance.long()).view(-1),
                                 minlength=C * maxid)
     # amodal hits inside the image, only for objects with at least one visible pixel
-    pix = raw["pix"] % HWp
-    row, col = pix // Wp, pix % Wp
+    row, col = raw["row"], raw["col"]
     key = raw["cam"] * maxid + raw["obj"]
     keep = (row < H) & (col < W) & (vis_counts[key] > 0)
     key, row, col = key[keep], row[keep], col[keep]
@@ -172,6 +172,18 @@ def _empty() -> Boxes2D:
     return b
 
 
+_CELLS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _cells(grid: BevGrid, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (grid.length, grid.width, grid.res, str(device))
+    if key not in _CELLS:
+        xe, ye = grid.cell_centers()
+        _CELLS[key] = (torch.as_tensor(xe.ravel(), dtype=torch.float32, device=device),
+                       torch.as_tensor(ye.ravel(), dtype=torch.float32, device=device))
+    return _CELLS[key]
+
+
 def bev_maps(grid: BevGrid, T_world_ego: np.ndarray, layout, boxes: Boxes3D, static_prims: dict[str, np.ndarray],
              device: torch.device) -> dict[str, np.ndarray]:
     """BEV ground truth: ``drivable`` (uint8), ``lanes`` (uint8 lane-marking mask),
@@ -179,11 +191,11 @@ def bev_maps(grid: BevGrid, T_world_ego: np.ndarray, layout, boxes: Boxes3D, sta
     footprints), ``classes`` (int8 class index of footprints, -1 none)."""
     from perception.data.synth import materials
     rows, cols = grid.shape
-    xe, ye = grid.cell_centers()
-    pts = transform_points(T_world_ego, np.stack([xe, ye, np.zeros_like(xe)], -1).reshape(-1, 3))
-    x = torch.as_tensor(pts[:, 0], dtype=torch.float32, device=device)
-    y = torch.as_tensor(pts[:, 1], dtype=torch.float32, device=device)
+    xe, ye = _cells(grid, device)
     ex, ey = T_world_ego[0, 3], T_world_ego[1, 3]
+    c, s_ = float(T_world_ego[0, 0]), float(T_world_ego[1, 0])
+    x = xe * c - ye * s_ + float(ex)
+    y = xe * s_ + ye * c + float(ey)
     rad = 0.75 * max(grid.length, grid.width)
     segs = layout.near_segments(ex, ey, rad)
     crs = layout.near_crossings(ex, ey, rad)

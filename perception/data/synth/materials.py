@@ -57,6 +57,13 @@ class NoiseBank:
         self.n = n
         self.tex = torch.as_tensor(np.stack(chans, -1).reshape(n * n, 3), dtype=torch.float32, device=device)
 
+    def nearest(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """[N, 3] nearest-texel noise (one gather; for the smooth channels at coarse scales)."""
+        n = self.n
+        iu = torch.floor(u + 0.5).to(torch.int32) & (n - 1)
+        iv = torch.floor(v + 0.5).to(torch.int32) & (n - 1)
+        return self.tex.index_select(0, iv * n + iu)
+
     def __call__(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """[N, 3] noise at texel coordinates (u, v) (wrapped)."""
         n = self.n                      # a power of two: wrap with a bit mask
@@ -143,7 +150,7 @@ def ground(x: torch.Tensor, y: torch.Tensor, foot: torch.Tensor, foot_long: torc
     surf = lay.surface(x, y, segments, crossings)
     s, d, dc = surf["s"], surf["d"], surf["dc"]
     nz = noise(x * 10.0, y * 10.0)                    # 10 cm texels
-    nz2 = noise(x * 0.7 + 37.0, y * 0.7 + 11.0)       # 1.4 m texels
+    nz2 = noise.nearest(x * 0.7 + 37.0, y * 0.7 + 11.0)   # 1.4 m texels (smooth channels: nearest is enough)
     fine, med, coarse = nz[:, 0:1], nz[:, 1:2], nz[:, 2:3]
     big = nz2[:, 2:3]
     pal = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) if isinstance(v, np.ndarray) else v
@@ -210,7 +217,7 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
     wrap = torch.zeros(N, device=mat.device)
     # two planar lookups (x-z and y-z planes) make a roughly isotropic solid texture
     nz = 0.5 * (noise(world[:, 0] * 6 + 0.31 * world[:, 1], world[:, 2] * 6) +
-                noise(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
+                noise.nearest(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
     fine = (nz[:, 0] - 0.5) * 1.8 + 0.5
     med = (nz[:, 1] - 0.5) * 1.8 + 0.5
     zb = p[:, 2] + half[:, 2]                                       # height above the primitive bottom

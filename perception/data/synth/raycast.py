@@ -181,22 +181,24 @@ def _search(edges: np.ndarray, cam: np.ndarray, v: np.ndarray, side: str) -> np.
 
 
 def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.ndarray,
-         tile_rects: np.ndarray, tile_pix: torch.Tensor, dirs: torch.Tensor, zbuf: torch.Tensor,
+         tile_rects: np.ndarray, layout: tuple[int, int, int], dirs: torch.Tensor, zbuf: torch.Tensor,
          device: torch.device, far: float, label_objects: np.ndarray | None = None,
          grid: tuple[np.ndarray, np.ndarray, int] | None = None
          ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """Cast all primitives into ``zbuf`` (flat [C*Hp*Wp], updated in place with min t).
 
     ``cam_origins`` [C, 3] world; ``R_cam_world`` [C, 3, 3]; ``tile_rects`` [C, T, 4]
-    normalised-plane rectangles of each tile's rays; ``tile_pix`` [C, T, S] flat pixel ids;
-    ``dirs`` [C*Hp*Wp, 3] world ray directions (camera z = 1).
+    normalised-plane rectangles of each tile's rays; ``layout`` = (C, T tiles, S pixels per
+    tile): pixels are stored tile-major, so pixel ``(c * T + t) * S + s`` is pixel ``s`` of
+    tile ``t`` of camera ``c`` and a tile's rays are one contiguous block;
+    ``dirs`` [C*T*S, 3] world ray directions (camera z = 1).
 
     Returns the per-pixel winning primitive index (-1 = none) and, when ``label_objects`` (obj
     id per primitive, 0 = unlabelled) is given, the raw hits of labelled primitives
     (``pix``, ``key`` = cam * (max id + 1) + obj id) for amodal masks.
     """
     P = len(prims["kind"])
-    C, T, S = tile_pix.shape
+    C, T, S = layout
     winner = torch.full_like(zbuf, -1, dtype=torch.int64)
     if P == 0:
         return winner, None
@@ -219,8 +221,9 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
         if len(sel) == 0:
             continue
         c_, p_, t_ = (torch.as_tensor(a[sel], device=device) for a in (cidx, pidx, tidx))
-        pix = tile_pix.view(-1, S).index_select(0, c_ * T + t_)                      # [N, S]
-        d = dirs.index_select(0, pix.view(-1)).view(len(sel), S, 3)                  # [N, S, 3]
+        tiles = c_ * T + t_
+        pix = tiles[:, None] * S + torch.arange(S, device=device)                   # [N, S]
+        d = dirs.view(-1, S, 3).index_select(0, tiles)                              # [N, S, 3]
         dl = torch.bmm(d, R_t.index_select(0, p_).transpose(1, 2))                   # [N, S, 3]
         ol = torch.as_tensor(o_local[cidx[sel], pidx[sel]], dtype=torch.float32, device=device)[:, None, :]
         t = intersect(kind, ol, dl, half_t.index_select(0, p_)[:, None, :])
@@ -239,5 +242,5 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
         obj_t = torch.as_tensor(label_objects, device=device)
         o = obj_t[prim_all]
         lab = o > 0
-        raw = {"pix": pix_all[lab], "obj": o[lab], "cam": pix_all[lab] // (T * S)}
+        raw = {"pix": pix_all[lab], "obj": o[lab]}
     return winner, raw

@@ -16,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -54,9 +55,12 @@ class _CamGroup:
         vv, uu = np.meshgrid(np.arange(self.Hp, dtype=np.float64), np.arange(self.Wp, dtype=np.float64), indexing="ij")
         uv = np.stack([uu.ravel(), vv.ravel()], -1)
         rays = np.stack([c.pixel_rays(uv) for c in cams])                       # [C, HpWp, 3], z = 1
-        self.rays_np = rays
-        self.rays = torch.as_tensor(rays, dtype=torch.float32, device=device)
         ty, tx = self.Hp // tile, self.Wp // tile
+        self.ty, self.tx = ty, tx
+        # row-major rays (effects) and tile-major rays (rendering: a tile is a contiguous block)
+        self.rays_rm = torch.as_tensor(rays, dtype=torch.float32, device=device)
+        tm = rays.reshape(C, ty, tile, tx, tile, 3).transpose(0, 1, 3, 2, 4, 5).reshape(C, -1, 3)
+        self.rays = torch.as_tensor(np.ascontiguousarray(tm), dtype=torch.float32, device=device)
         r = rays.reshape(C, ty, tile, tx, tile, 3).transpose(0, 1, 3, 2, 4, 5).reshape(C, ty * tx, tile * tile, 3)
         eps = 1e-6
         self.tile_rects = np.stack([r[..., 0].min(-1) - eps, r[..., 1].min(-1) - eps,
@@ -70,10 +74,25 @@ class _CamGroup:
                 b = v[:, ::tile] - step / 2
                 return np.concatenate([b, v[:, -1:] + step / 2], 1)
             self.grid = (edges(xs), edges(ys), tx)
-        idx = np.arange(self.Hp * self.Wp).reshape(ty, tile, tx, tile).transpose(0, 2, 1, 3).reshape(ty * tx, -1)
-        self.tile_pix = torch.as_tensor(idx[None] + np.arange(C)[:, None, None] * self.Hp * self.Wp, device=device)
+        self.T, self.S = ty * tx, tile * tile
         self.fx = torch.as_tensor([c.fx for c in cams], dtype=torch.float32, device=device)
+        self.cam_of = torch.arange(C, device=device).repeat_interleave(self.Hp * self.Wp)
+        self.ray_len = torch.linalg.norm(self.rays, dim=-1).reshape(-1)
         self.vignette = effects.vignette(self.H, self.W, 0.25, device)
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Tile-major per-pixel values [C*Hp*Wp, ...] -> row-major images [C, H, W, ...]."""
+        C, t = len(self.cams), self.tile
+        rest = x.shape[1:]
+        y = x.reshape(C, self.ty, self.tx, t, t, *rest).transpose(2, 3).reshape(C, self.Hp, self.Wp, *rest)
+        return y[:, :self.H, :self.W]
+
+    def pixel_rc(self, pix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tile-major flat pixel ids -> (camera, row, col)."""
+        t = self.tile
+        cam, q = pix // (self.T * self.S), pix % (self.T * self.S)
+        tile, s = q // self.S, q % self.S
+        return cam, (tile // self.tx) * t + s // t, (tile % self.tx) * t + s % t
 
 
 class Renderer:
@@ -140,14 +159,14 @@ class Renderer:
         R_cw = np.transpose(R_wc, (0, 2, 1))
         dirs = torch.bmm(g.rays, torch.as_tensor(R_wc, dtype=torch.float32, device=dev).transpose(1, 2))
         dirs = dirs.reshape(-1, 3)                                                   # [C*HWp, 3]
-        cam_of = torch.arange(C, device=dev).repeat_interleave(HWp)
-        oz = torch.as_tensor(origins[:, 2], dtype=torch.float32, device=dev)[cam_of]
-        dz = dirs[:, 2]
-        t_ground = torch.where(dz < -1e-7, -oz / dz.clamp(max=-1e-7), torch.full_like(dz, math.inf))
-        t_ground = torch.where(t_ground < FAR, t_ground, torch.full_like(dz, math.inf))
-        zbuf = t_ground.clone()
+        cam_of = g.cam_of
+        oz = torch.as_tensor(origins[:, 2], dtype=torch.float32, device=dev)[:, None]
+        dz = dirs.view(C, HWp, 3)[:, :, 2]
+        # ground plane z = 0: t = -height / dz (exact); rays that never reach it within FAR see sky
+        t_ground = -oz / dz.clamp(max=-1e-7)
+        zbuf = torch.where((dz < -1e-7) & (t_ground < FAR), t_ground, torch.full_like(dz, math.inf)).view(-1)
         prims = fr.prims
-        winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, g.tile_pix, dirs, zbuf, dev, FAR,
+        winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, (C, g.T, g.S), dirs, zbuf, dev, FAR,
                                    label_objects=prims["obj"] if self.opt.labels else None, grid=g.grid)
         t = zbuf
         finite = torch.isfinite(t)
@@ -157,7 +176,7 @@ class Renderer:
         N = len(t)
         rad = torch.zeros(N, 3, device=dev)
         sem = torch.zeros(N, dtype=torch.int64, device=dev)
-        dlen = raycast.dot3(dirs, dirs).sqrt()
+        dlen = g.ray_len                                   # |d| is rotation invariant
         sun = torch.as_tensor(lt.sun_dir, dtype=torch.float32, device=dev)
         sun_col = torch.as_tensor(lt.sun_color, dtype=torch.float32, device=dev) * lt.sun_intensity
         amb = torch.as_tensor(lt.ambient, dtype=torch.float32, device=dev)
@@ -272,61 +291,71 @@ class Renderer:
             sem.index_copy_(0, ko, semo)
         # ---------------- images
         H, W = g.H, g.W
-        img = rad.view(C, g.Hp, g.Wp, 3)[:, :H, :W].permute(0, 3, 1, 2).contiguous()
-        tt = t.view(C, g.Hp, g.Wp)[:, :H, :W]
+        tt = g.to_image(t)
         rngs = [np.random.default_rng(np.random.SeedSequence([fr.seed, fr.index, ci, 0xEFF])) for ci in range(C)]
-        img = self._camera_effects(img, tt, fr, g, rngs)
+        images = self._camera_effects(g.to_image(rad), tt, fr, g, rngs)
         depth = torch.where(torch.isfinite(tt) & (tt <= self.opt.max_depth), tt, torch.zeros_like(tt))
         objid = torch.as_tensor(prims["obj"], device=dev)
         inst = torch.where(winner >= 0, objid[winner.clamp_min(0)], torch.zeros_like(winner))
-        inst = inst.view(C, g.Hp, g.Wp)[:, :H, :W].to(torch.int32)
-        semc = sem.view(C, g.Hp, g.Wp)[:, :H, :W].to(torch.uint8)
+        inst = g.to_image(inst).to(torch.int32)
+        semc = g.to_image(sem).to(torch.uint8)
         b2d = None
         if self.opt.labels:
-            b2d = boxes2d(cams, b3d, inst, raw, H, W, g.Wp, HWp, self.opt.min_pixels)
-        img_np = img.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        return {"image": list(img_np), "depth": list(depth.cpu().numpy().astype(np.float32)),
+            if raw is not None:
+                raw["cam"], raw["row"], raw["col"] = g.pixel_rc(raw.pop("pix"))
+            b2d = boxes2d(cams, b3d, inst, raw, H, W, self.opt.min_pixels)
+        return {"image": images, "depth": list(depth.cpu().numpy().astype(np.float32)),
                 "instance": list(inst.cpu().numpy()), "semantic": list(semc.cpu().numpy()), "boxes2d": b2d}
 
-    def _camera_effects(self, img: torch.Tensor, t: torch.Tensor, fr: Frame, g: _CamGroup,
-                        rngs: list[np.random.Generator]) -> torch.Tensor:
-        """Linear radiance [C, 3, H, W] -> uint8 RGB [C, 3, H, W]."""
+    def _camera_effects(self, rad: torch.Tensor, t: torch.Tensor, fr: Frame, g: _CamGroup,
+                        rngs: list[np.random.Generator]) -> list[np.ndarray]:
+        """Linear radiance [C, H, W, 3] -> uint8 RGB images (numpy HxWx3 per camera).
+
+        Exposure, white balance, vignetting and the tone curve run in torch (one lookup table);
+        lens softness, motion blur, rain and sensor noise run per image in OpenCV/numpy, which
+        is several times cheaper than torch for these small-kernel filters on CPU.
+        """
         dev = self.device
         lt = fr.lighting
-        C, _, H, W = img.shape
-        wb = np.stack([r.normal(1.0, 0.03, 3) for r in rngs]) if self.opt.effects else np.ones((C, 3))
-        expo = lt.exposure * (np.array([r.uniform(0.85, 1.15) for r in rngs]) if self.opt.effects else np.ones(C))
-        gain = torch.as_tensor(wb * expo[:, None], dtype=torch.float32, device=dev)[:, :, None, None]
+        C, H, W, _ = rad.shape
+        fx_flow = None
         if self.opt.effects:
-            # depth-aware motion blur from the ego's motion (static-world flow)
+            wb = np.stack([r.normal(1.0, 0.03, 3) for r in rngs])
+            expo = lt.exposure * np.array([r.uniform(0.85, 1.15) for r in rngs])
+            gain = torch.as_tensor(wb * expo[:, None], dtype=torch.float32, device=dev)[:, None, None, :]
+            gain = gain * g.vignette[0, 0, :, :, None]
+            # depth-aware motion blur from the ego's motion (static-world flow, pixels per exposure)
             v_ego = np.array([np.hypot(*fr.ego_velocity), 0, 0])
             t_exp = 1 / 30 if lt.night else (1 / 60 if lt.time_of_day == "dusk" else 1 / 150)
-            fxs, fys = [], []
-            tz = t.clamp(0.5, 1e4)
-            tz = torch.where(torch.isfinite(t), tz, torch.full_like(tz, 1e4))
-            for ci, cam in enumerate(g.cams):
-                vc = cam.T_cam_ego[:3, :3] @ (-v_ego)
-                ray = g.rays[ci, :, :].view(g.Hp, g.Wp, 3)[:H, :W]
-                fx = cam.fx * (vc[0] - ray[..., 0] * vc[2]) / tz[ci] * t_exp
-                fy = cam.fy * (vc[1] - ray[..., 1] * vc[2]) / tz[ci] * t_exp
-                fxs.append(fx)
-                fys.append(fy)
-            img = effects.motion_blur(img, torch.stack(fxs)[:, None], torch.stack(fys)[:, None],
-                                      max_len=max(3, (W // 64) | 1))
-            img = effects.soften(img, 0.6)
-        out = effects.tone_map(img, gain)
-        if self.opt.effects:
-            if lt.rain > 0:
-                out = (out + effects.rain_layer(C, H, W, rngs, lt.rain, dev) * 0.5).clamp(0, 1)
-            out = out * g.vignette
-            key = (fr.seed, H, W)
-            if key not in self._sensor:
-                self._sensor.clear()
-                self._sensor[key] = effects.NoiseField(fr.seed, H, W, dev)
-            sigma = (0.012 if not lt.night else 0.03)
-            noise = torch.stack([self._sensor[key].sample(r) for r in rngs])
-            out = out + noise * (sigma * (0.5 + out.sqrt()))
-        return (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+            vc = np.stack([cam.T_cam_ego[:3, :3] @ (-v_ego) for cam in g.cams])            # [C, 3]
+            vct = torch.as_tensor(vc * t_exp, dtype=torch.float32, device=dev)[:, :, None, None]
+            ray = g.rays_rm.view(C, g.Hp, g.Wp, 3)[:, :H, :W]
+            inv_z = torch.where(torch.isfinite(t), 1.0 / t.clamp_min(0.5), torch.zeros_like(t))
+            fx_flow = (g.fx[:, None, None] * (vct[:, 0] - ray[..., 0] * vct[:, 2]) * inv_z).abs()
+        else:
+            gain = torch.full((C, 1, 1, 3), lt.exposure, dtype=torch.float32, device=dev)
+        img = effects.tone_map_u8(rad, gain).cpu().numpy()
+        out = []
+        k = max(3, (W // 64) | 1)
+        if fx_flow is not None:
+            flows = fx_flow.cpu().numpy()
+        for ci in range(C):
+            im = np.ascontiguousarray(img[ci])
+            if self.opt.effects:
+                im = cv2.GaussianBlur(im, (3, 3), 0.6)
+                if flows[ci].mean() > 0.15 * k:
+                    a = np.clip(flows[ci] / k, 0, 1).astype(np.float32)
+                    im = cv2.blendLinear(cv2.blur(im, (k, 1)), im, a, 1 - a)
+                if lt.rain > 0:
+                    im = cv2.add(im, effects.rain_layer(H, W, rngs[ci], lt.rain))
+                key = (fr.seed, H, W)
+                if key not in self._sensor:
+                    self._sensor.clear()
+                    self._sensor[key] = effects.NoiseField(fr.seed, H, W)
+                sigma = 2.5 if not lt.night else 6.0
+                im = effects.add_noise(im, self._sensor[key].sample(rngs[ci]), sigma)
+            out.append(im)
+        return out
 
 
 _CACHE: dict[tuple, Renderer] = {}
