@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,47 @@ def test_concat_source_mixes_camera_counts(tmp_path):
     items = src.camera_items()
     assert len(items) == 2 * 2 + 2 * 1 and items[-1] == (3, 0)
     assert src.camera_sample(3, 0).cameras[0].name == "cam0"
+
+
+def test_collate_mixes_images_with_and_without_depth(tmp_path):
+    ds = CameraDataset(SampleFolder(fake_folder(tmp_path / "d", frames=1)), (64, 96), AugmentConfig(enabled=False))
+    a, b = ds[0], ds[1]
+    b["depth"] = None  # e.g. a pseudo-labelled real frame
+    batch = collate([a, b])
+    assert batch["depth"].shape == (2, 1, 64, 96)
+    assert (batch["depth"][1] == 0).all() and (batch["depth"][0] > 0).any()
+    assert batch["depth_dense"].tolist() == [True, False]
+
+
+def test_teacher_matches_reference_detections(shared_data):
+    """YOLOX-Nano on dashcam frame 0 gives the reference cars of weights/yolox_nano.md."""
+    import cv2
+
+    pytest.importorskip("onnxruntime")
+    from perception.train.teacher import YoloxTeacher
+
+    teacher = YoloxTeacher(shared_data / "weights" / "yolox_nano.onnx")
+    cap = cv2.VideoCapture(str(shared_data / "dashcam" / "test_video.mp4"))
+    ok, frame = cap.read()
+    assert ok
+    labels = teacher.pseudo_labels(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    assert labels.labels.tolist() == [0, 0] and not labels.ignore.any()  # two cars
+    ref = np.array([[812.3, 407.4, 944.4, 494.3], [1002.9, 405.5, 1198.1, 501.4]])
+    assert np.abs(labels.boxes - ref).max() < 3.0
+
+
+def test_teacher_spec_writes_a_pseudo_labelled_folder(shared_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from perception.train.sources import pseudo_label
+
+    rig = Path(__file__).resolve().parents[1] / "data" / "rigs" / "dashcam_1280x720.yaml"
+    spec = (f"teacher:{shared_data / 'dashcam' / 'test_images'},calib={rig},"
+            f"teacher={shared_data / 'weights' / 'yolox_nano.onnx'}")
+    out = pseudo_label(spec, cache_root=tmp_path)
+    folder = SampleFolder(out)
+    assert len(folder) == 6
+    s = folder[0]
+    assert s.depth is None and s.boxes2d[0].center_cam is None
+    assert s.cameras[0].width == 1280 and abs(s.cameras[0].fx - 1158.8) < 1
+    item = make_item(s, 0, (256, 448), None)
+    assert item["depth"] is None and not item["has3d"].any()

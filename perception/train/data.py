@@ -209,7 +209,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         k = len(it["ignore_boxes"])
         if k:
             batch["ignore_boxes"][i, :k] = torch.from_numpy(it["ignore_boxes"])
-    if all(it["depth"] is not None for it in items):
-        batch["depth"] = torch.from_numpy(np.stack([it["depth"] for it in items]))[:, None]
-        batch["depth_dense"] = torch.tensor([it["depth_dense"] for it in items])
+    if any(it["depth"] is not None for it in items):
+        # images without depth ground truth (e.g. pseudo-labelled real frames) get an all-invalid map
+        H, W = items[0]["image"].shape[:2]
+        maps = [it["depth"] if it["depth"] is not None else np.zeros((H, W), np.float32) for it in items]
+        batch["depth"] = torch.from_numpy(np.stack(maps))[:, None]
+        batch["depth_dense"] = torch.tensor([it["depth"] is not None and it["depth_dense"] for it in items])
     return batch

@@ -1,4 +1,5 @@
-"""Training data specs: a sample-folder path, or ``synth:RIG,key=value,...`` rendered on demand.
+"""Training data specs: a sample-folder path, ``synth:RIG,key=value,...`` rendered on demand, or
+``teacher:VIDEO,calib=YAML`` real frames pseudo-labelled by the COCO teacher (cached).
 
 ``synth:surround6,frames=2000,seed=1000,episode_frames=4,fps=2`` renders 2000 six-camera frames
 of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) into a cache
@@ -9,6 +10,7 @@ in the cache are kept, so an interrupted render continues where it stopped.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float}
+TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float}
+SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
 
 def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
@@ -74,6 +78,52 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
     return out
 
 
+def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
+    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5]`` -> (source, options)."""
+    body = spec[len("teacher:"):]
+    parts = [p for p in body.split(",") if p]
+    if not parts:
+        raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
+    opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
+                                          "score": 0.5}
+    for p in parts[1:]:
+        key, _, value = p.partition("=")
+        if key not in TEACHER_KEYS:
+            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(TEACHER_KEYS)})")
+        opts[key] = TEACHER_KEYS[key](value)
+    return parts[0], opts
+
+
+def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[int, int], None] | None = None
+                 ) -> Path:
+    """Run the COCO teacher over a video / image folder and cache the frames with 2D pseudo-labels
+    (no 3D attributes, no depth: those come from the synthetic data and the depth losses)."""
+    from perception.data.readers.video import VideoReader
+    from perception.train.teacher import YoloxTeacher
+
+    source, opts = parse_teacher_spec(spec)
+    key = hashlib.sha1(f"{spec}|v1".encode()).hexdigest()[:10]
+    out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
+    if (out / "meta.json").is_file():
+        return out
+    teacher = YoloxTeacher(opts["teacher"])
+    reader = VideoReader(source, opts.get("calib"))
+    total = len(reader)
+    n = 0
+    for i, sample in enumerate(reader):
+        if i % int(opts["every"]):
+            continue
+        sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"])) for img in sample.images]
+        sample.depth = None
+        write_sample(sample, out / f"{n:06d}", with_depth=False)
+        n += 1
+        if progress:
+            progress(i + 1, total)
+    (out / "meta.json").write_text(json.dumps({"format": "perception-samples", "version": 1, "count": n,
+                                               "spec": spec, "teacher": str(opts["teacher"])}))
+    return out
+
+
 def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> list[tuple[str, int | None]]:
     """Turn data specs into (sample-folder path, frame limit) pairs, rendering synthetic specs
@@ -81,7 +131,10 @@ def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
     longer render): the limit keeps training to the first ``frames``."""
     out: list[tuple[str, int | None]] = []
     for spec in specs:
-        if spec.startswith("synth:"):
+        if spec.startswith("teacher:"):
+            path = pseudo_label(spec, progress=progress) if render else None
+            out.append((str(path), None))
+        elif spec.startswith("synth:"):
             frames = int(parse_synth_spec(spec)[1]["frames"])
             path = render_synth(spec, size, progress=progress) if render else synth_cache_dir(spec, size)
             out.append((str(path), frames))

@@ -1,0 +1,90 @@
+"""A COCO teacher for pseudo-labels on real frames: YOLOX-Nano in ONNX Runtime.
+
+The teacher file is read by path (e.g. ``../shared/data/weights/yolox_nano.onnx``) and never
+copied into the project. Pre- and post-processing follow the YOLOX reference: BGR, 0..255,
+letterboxed top-left into a 416x416 canvas padded with 114; outputs are already sigmoid-ed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.data.classes import CLASSES
+from perception.data.sample import Boxes2D
+from perception.nn.postprocess import nms_class_aware
+
+log = logging.getLogger(__name__)
+
+# COCO index -> our class name (COCO's "motorcycle" is "motorbike" in the teacher's VOC-style list).
+COCO_TO_OURS = {0: "pedestrian", 1: "cyclist", 2: "car", 3: "cyclist", 5: "bus", 7: "truck"}
+
+
+class YoloxTeacher:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort  # optional dependency (extra "onnx")
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: teacher ONNX file not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 416
+        self._grid = self._make_grid(self.size)
+
+    @staticmethod
+    def _make_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+        grids, strides = [], []
+        for s in (8, 16, 32):
+            n = size // s
+            gy, gx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            grids.append(np.stack([gx.ravel(), gy.ravel()], 1))
+            strides.append(np.full((n * n, 1), s))
+        return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+    def raw(self, image_rgb: np.ndarray, score_thresh: float = 0.3, iou_thresh: float = 0.45
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """COCO detections: boxes [N,4] xyxy px of the input image, scores [N], COCO labels [N]."""
+        H, W = image_rgb.shape[:2]
+        r = min(self.size / H, self.size / W)
+        resized = cv2.resize(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), (int(W * r), int(H * r)),
+                             interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((self.size, self.size, 3), 114, np.uint8)
+        canvas[:resized.shape[0], :resized.shape[1]] = resized
+        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        out = self.session.run(None, {self.input_name: blob})[0][0]
+        grid, stride = self._grid
+        xy = (out[:, :2] + grid) * stride
+        wh = np.exp(np.clip(out[:, 2:4], -10, 10)) * stride
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
+        scores_all = out[:, 4:5] * out[:, 5:]
+        labels = scores_all.argmax(1)
+        scores = scores_all[np.arange(len(labels)), labels]
+        keep = scores >= score_thresh
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, W)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, H)
+        import torch
+
+        idx = nms_class_aware(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels),
+                              iou_thresh).numpy()
+        return boxes[idx], scores[idx], labels[idx]
+
+    def pseudo_labels(self, image_rgb: np.ndarray, score_thresh: float = 0.5, ignore_thresh: float = 0.3,
+                      classes: tuple[str, ...] = CLASSES) -> Boxes2D:
+        """Our classes only. Detections with ``ignore_thresh <= score < score_thresh`` become ignore
+        regions (not trusted as positives, not punished as negatives)."""
+        boxes, scores, labels = self.raw(image_rgb, score_thresh=ignore_thresh)
+        ours = np.array([classes.index(COCO_TO_OURS[int(c)]) if int(c) in COCO_TO_OURS and
+                         COCO_TO_OURS[int(c)] in classes else -1 for c in labels], np.int64)
+        keep = ours >= 0
+        boxes, scores, ours = boxes[keep], scores[keep], ours[keep]
+        return Boxes2D(boxes=boxes.astype(np.float32), labels=ours, ignore=scores < score_thresh,
+                       visibility=np.ones(len(boxes), np.float32))
