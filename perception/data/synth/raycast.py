@@ -62,25 +62,27 @@ def dot3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
-def intersect(kind: int, o: torch.Tensor, d: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+def intersect(kind: int, o: tuple[torch.Tensor, ...], d: tuple[torch.Tensor, ...],
+              half: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Ray parameter of the first hit (``inf`` on a miss) for rays ``o + t d`` in the
-    primitive's local frame. ``o``/``half`` are [N, 1, 3], ``d`` is [N, M, 3]."""
+    primitive's local frame, component-wise (structure of arrays, contiguous on CPU):
+    ``o`` and ``half`` are 3 tensors [N, 1], ``d`` 3 tensors [N, S]."""
+    ox, oy, oz = o
+    dx, dy, dz = d
+    hx, hy, hz = half
     if kind == BOX:
-        dd = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
-        inv = 1.0 / dd
-        t1 = (-half - o) * inv
-        t2 = (half - o) * inv
-        lo = torch.minimum(t1, t2)
-        hi = torch.maximum(t1, t2)
-        tmin = torch.maximum(torch.maximum(lo[..., 0], lo[..., 1]), lo[..., 2])
-        tmax = torch.minimum(torch.minimum(hi[..., 0], hi[..., 1]), hi[..., 2])
+        tmin = tmax = None
+        for oc, dc, hc in ((ox, dx, hx), (oy, dy, hy), (oz, dz, hz)):
+            inv = 1.0 / dc
+            t1 = (-hc - oc) * inv
+            t2 = (hc - oc) * inv
+            lo, hi = torch.minimum(t1, t2), torch.maximum(t1, t2)
+            tmin = lo if tmin is None else torch.maximum(tmin, lo)
+            tmax = hi if tmax is None else torch.minimum(tmax, hi)
         hit = (tmax >= tmin) & (tmin > NEAR)
         return torch.where(hit, tmin, torch.full_like(tmin, INF))
     if kind == CYL:
-        r = half[..., 0]
-        hz = half[..., 2]
-        ox, oy, oz = o[..., 0], o[..., 1], o[..., 2]
-        dx, dy, dz = d[..., 0], d[..., 1], d[..., 2]
+        r = hx
         a = (dx * dx + dy * dy).clamp_min(1e-12)
         b = ox * dx + oy * dy
         c = ox * ox + oy * oy - r * r
@@ -89,18 +91,17 @@ def intersect(kind: int, o: torch.Tensor, d: torch.Tensor, half: torch.Tensor) -
         zs = oz + ts * dz
         side = (disc >= 0) & (zs.abs() <= hz) & (ts > NEAR)
         cap_z = torch.where(oz > 0, hz, -hz)
-        dzs = torch.where(dz.abs() < 1e-12, torch.full_like(dz, 1e-12), dz)
-        tc = (cap_z - oz) / dzs
+        tc = (cap_z - oz) / dz
         xc, yc = ox + tc * dx, oy + tc * dy
         cap = (oz.abs() > hz) & (xc * xc + yc * yc <= r * r) & (tc > NEAR)
         inf = torch.full_like(ts, INF)
         return torch.minimum(torch.where(side, ts, inf), torch.where(cap, tc, inf))
     if kind == ELL:
-        o2 = o / half
-        d2 = d / half
-        a = dot3(d2, d2)
-        b = dot3(o2, d2)
-        c = dot3(o2, o2) - 1
+        ax, ay, az = ox / hx, oy / hy, oz / hz
+        ex, ey, ez = dx / hx, dy / hy, dz / hz
+        a = ex * ex + ey * ey + ez * ez
+        b = ax * ex + ay * ey + az * ez
+        c = ax * ax + ay * ay + az * az - 1
         disc = b * b - a * c
         t = (-b - disc.clamp_min(0).sqrt()) / a
         return torch.where((disc >= 0) & (t > NEAR), t, torch.full_like(t, INF))
@@ -181,7 +182,8 @@ def _search(edges: np.ndarray, cam: np.ndarray, v: np.ndarray, side: str) -> np.
 
 
 def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.ndarray,
-         tile_rects: np.ndarray, layout: tuple[int, int, int], dirs: torch.Tensor, zbuf: torch.Tensor,
+         tile_rects: np.ndarray, layout: tuple[int, int, int], ray_xy: tuple[torch.Tensor, torch.Tensor],
+         zbuf: torch.Tensor,
          device: torch.device, far: float, label_objects: np.ndarray | None = None,
          grid: tuple[np.ndarray, np.ndarray, int] | None = None
          ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
@@ -191,7 +193,8 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
     normalised-plane rectangles of each tile's rays; ``layout`` = (C, T tiles, S pixels per
     tile): pixels are stored tile-major, so pixel ``(c * T + t) * S + s`` is pixel ``s`` of
     tile ``t`` of camera ``c`` and a tile's rays are one contiguous block;
-    ``dirs`` [C*T*S, 3] world ray directions (camera z = 1).
+    ``ray_xy`` camera-frame ray x and y (z = 1), each [C*T, S] tile-major. Rays are taken to
+    each primitive's frame with one 3x3 matrix per (camera, primitive) pair.
 
     Returns the per-pixel winning primitive index (-1 = none) and, when ``label_objects`` (obj
     id per primitive, 0 = unlabelled) is given, the raw hits of labelled primitives
@@ -212,21 +215,27 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
         return winner, None
     center_rel = prims["center"][None] - cam_origins[:, None, :]                     # [C, P, 3]
     o_local = -np.einsum("pij,cpj->cpi", prims["R"], center_rel)                     # [C, P, 3]
+    # camera -> primitive rotation per (camera, primitive)
+    M = np.einsum("pij,cjk->cpik", prims["R"], np.transpose(R_cam_world, (0, 2, 1)))   # [C, P, 3, 3]
     kinds = prims["kind"][pidx]
     hits_t, hits_pix, hits_prim = [], [], []
-    R_t = torch.as_tensor(prims["R"], dtype=torch.float32, device=device)
-    half_t = torch.as_tensor(prims["half"], dtype=torch.float32, device=device)
+    rx, ry = ray_xy
     for kind in (BOX, CYL, ELL):
         sel = np.nonzero(kinds == kind)[0]
         if len(sel) == 0:
             continue
-        c_, p_, t_ = (torch.as_tensor(a[sel], device=device) for a in (cidx, pidx, tidx))
-        tiles = c_ * T + t_
+        cs, ps = cidx[sel], pidx[sel]
+        per = np.concatenate([M[cs, ps].reshape(-1, 9), o_local[cs, ps], prims["half"][ps]], 1)
+        per_t = torch.as_tensor(per, dtype=torch.float32, device=device).T.contiguous()       # [15, N]
+        col = [per_t[k][:, None] for k in range(15)]
+        tiles = torch.as_tensor(cs * T + tidx[sel], device=device)
         pix = tiles[:, None] * S + torch.arange(S, device=device)                   # [N, S]
-        d = dirs.view(-1, S, 3).index_select(0, tiles)                              # [N, S, 3]
-        dl = torch.bmm(d, R_t.index_select(0, p_).transpose(1, 2))                   # [N, S, 3]
-        ol = torch.as_tensor(o_local[cidx[sel], pidx[sel]], dtype=torch.float32, device=device)[:, None, :]
-        t = intersect(kind, ol, dl, half_t.index_select(0, p_)[:, None, :])
+        xs = rx.index_select(0, tiles)
+        ys = ry.index_select(0, tiles)
+        dl = tuple(torch.addcmul(torch.addcmul(col[3 * k + 2], col[3 * k], xs), col[3 * k + 1], ys)
+                   for k in range(3))
+        t = intersect(kind, (col[9], col[10], col[11]), dl, (col[12], col[13], col[14]))
+        p_ = torch.as_tensor(ps, device=device)
         hit = t < far
         hits_t.append(t[hit])
         hits_pix.append(pix[hit])

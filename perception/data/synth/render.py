@@ -78,6 +78,8 @@ class _CamGroup:
         self.fx = torch.as_tensor([c.fx for c in cams], dtype=torch.float32, device=device)
         self.cam_of = torch.arange(C, device=device).repeat_interleave(self.Hp * self.Wp)
         self.ray_len = torch.linalg.norm(self.rays, dim=-1).reshape(-1)
+        self.ray_xy = (self.rays[..., 0].reshape(-1, tile * tile).contiguous(),
+                       self.rays[..., 1].reshape(-1, tile * tile).contiguous())
         self.vignette = effects.vignette(self.H, self.W, 0.25, device)
 
     def to_image(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,7 +168,7 @@ class Renderer:
         t_ground = -oz / dz.clamp(max=-1e-7)
         zbuf = torch.where((dz < -1e-7) & (t_ground < FAR), t_ground, torch.full_like(dz, math.inf)).view(-1)
         prims = fr.prims
-        winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, (C, g.T, g.S), dirs, zbuf, dev, FAR,
+        winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, (C, g.T, g.S), g.ray_xy, zbuf, dev, FAR,
                                    label_objects=prims["obj"] if self.opt.labels else None, grid=g.grid)
         t = zbuf
         finite = torch.isfinite(t)
