@@ -1,16 +1,101 @@
-"""`perception export`: Export the fused model to ONNX or TensorRT."""
+"""`perception export`: the fused model to ONNX (checked) or a TensorRT engine."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import typer
+from rich.table import Table
 
-from perception.cli.app import app, not_built
+from perception.cli.app import app, console, fail, setup_logging
+
+log = logging.getLogger("perception.cli.export")
 
 
-@app.command(
-    "export",
-    help="Export the fused model to ONNX or TensorRT.",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def export_command(ctx: typer.Context) -> None:
-    not_built("export", "issue 7 (deployment)")
+@app.command("export", help="Export the fused (reparameterized) model to ONNX, checked (onnx.checker, no "
+                            "BatchNorm, backbone only Conv/Relu, ONNX Runtime == torch), or build a TensorRT engine.")
+def export_command(
+    model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name (shipped weights, or random "
+                              "weights with a warning) or a checkpoint path."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or tensorrt (needs TensorRT; builds from ONNX)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output file (.onnx, or .engine for tensorrt); default "
+                             "exports/<model>-<H>x<W>.onnx"),
+    batch: int = typer.Option(1, "--batch", "-b", help="Static batch (images per forward = cameras x time)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Dynamic batch axis instead of --batch."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17..21)."),
+    size: str = typer.Option("256x448", "--size", help="Input HxW, multiples of 32 (anchors are baked in)."),
+    decode: bool = typer.Option(True, "--decode/--raw", help="Also output decoded boxes/scores/3D attributes "
+                                "(before NMS), or only raw det + depth."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify with onnxslim."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check ONNX Runtime against torch (fp32)."),
+    precision: str = typer.Option("fp16", "--precision", help="TensorRT: fp32, fp16 or int8 (int8 needs a Q/DQ "
+                                  "ONNX from perception.deploy.quantize)."),
+    onnx_file: Path = typer.Option(None, "--onnx", help="TensorRT: build from this ONNX file instead of exporting."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    setup_logging(verbose)
+    from perception.deploy.bench import parse_size
+    from perception.deploy.export import ExportError, export_from_spec
+
+    if fmt not in ("onnx", "tensorrt"):
+        fail(f"--format must be onnx or tensorrt, got {fmt!r}")
+    if batch != 1 and dynamic_batch:
+        fail("--batch and --dynamic-batch exclude each other (a dynamic batch has no fixed size)")
+    try:
+        h, w = parse_size(size)
+    except ValueError as exc:
+        fail(str(exc))
+    stem = Path(model).stem if Path(model).suffix else model
+    onnx_out = out if (out is not None and fmt == "onnx") else Path("exports") / f"{stem}-{h}x{w}.onnx"
+    if fmt == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            fail("--format tensorrt needs the TensorRT Python package (JetPack ships it; elsewhere pip install "
+                 "tensorrt); export ONNX here and build the engine on the device (docs/jetson.md)")
+    result = None
+    if onnx_file is None:
+        try:
+            with console.status(f"exporting {model} ({h}x{w})"):
+                result = export_from_spec(model, onnx_out, size=(h, w), batch=batch, dynamic_batch=dynamic_batch,
+                                          opset=opset, decode=decode, simplify=simplify, verify=verify)
+        except (ExportError, ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+        _print_result(result)
+        onnx_file = Path(result.path)
+        Path(str(onnx_file) + ".json").write_text(json.dumps(result.to_dict(), indent=2))
+    elif not onnx_file.is_file():
+        fail(f"--onnx {onnx_file}: file not found")
+    if fmt == "tensorrt":
+        from perception.deploy.backends import build_engine
+
+        engine = out or onnx_file.with_suffix(f".{precision}.engine")
+        max_b = batch if not dynamic_batch else 6
+        try:
+            path = build_engine(onnx_file, engine, precision=precision, batch_range=(1, max_b, max_b))
+        except (RuntimeError, ValueError) as exc:
+            fail(str(exc))
+        console.print(f"TensorRT {precision} engine: {path}")
+
+
+def _print_result(r) -> None:  # noqa: ANN001 - ExportResult, imported lazily
+    table = Table(title=f"{r.model} -> {r.path}  (opset {r.opset}, "
+                        f"{'dynamic batch' if r.batch is None else f'batch {r.batch}'}, {r.size[0]}x{r.size[1]}, "
+                        f"{'simplified' if r.simplified else 'not simplified'}, hash {r.model_hash})")
+    table.add_column("tensor")
+    table.add_column("shape")
+    table.add_column("ORT vs torch max |diff|", justify="right")
+    for name, shape in r.inputs.items():
+        table.add_row(f"in  {name}", str(shape), "")
+    for name, shape in r.outputs.items():
+        diff = r.parity.get(name)
+        table.add_row(f"out {name}", str(shape), "" if diff is None else f"{diff:.2e}")
+    console.print(table)
+    console.print(f"reparameterization check passed: no BatchNormalization; backbone nodes "
+                  f"{r.backbone_node_counts} (only Conv/Relu)")
+    console.print(f"all nodes: {r.node_counts}")
+    if not r.pretrained:
+        console.print("[yellow]warning:[/] random weights (no shipped checkpoint): graph and speed are "
+                      "representative, outputs are not")
