@@ -76,7 +76,7 @@ def rain_layer(H: int, W: int, rng: np.random.Generator, intensity: float) -> np
     xs = rng.uniform(0, w2, n)
     ys = rng.uniform(0, h2, n)
     ln = rng.uniform(4, 14, n) * (h2 / 128)
-    br = rng.uniform(40, 110, n)
+    br = rng.uniform(25, 75, n)
     for x, y, L, b in zip(xs, ys, ln, br):
         cv2.line(lay, (int(x), int(y)), (int(x + L * math.cos(ang)), int(y + L * math.sin(ang))), int(b), 1, cv2.LINE_AA)
     lay = cv2.resize(lay, (W, H), interpolation=cv2.INTER_LINEAR)

@@ -157,39 +157,40 @@ def ground(x: torch.Tensor, y: torch.Tensor, foot: torch.Tensor, foot_long: torc
            for k, v in palette.items()}
     w = torch.sqrt(foot * foot_long).clamp_min(0.01)
 
-    # --- asphalt
-    asph = pal["asphalt"] * (0.75 + 0.35 * fine + 0.25 * (med - 0.5) + 0.45 * (big - 0.5))
+    drivable, is_curb, is_side = surf["drivable"], surf["curb"], surf["sidewalk"]
+    # surface type: 0 road, 1 curb, 2 sidewalk, 3 terrain; one table of base colour and noise
+    # weights per type, so every ground pixel costs the same few ops whatever its type
+    typ = torch.where(drivable, 0, torch.where(is_curb, 1, torch.where(is_side, 2, 3)))
+    g = float(pal["grass"])
+    table = torch.stack([
+        torch.cat([pal["asphalt"], torch.tensor([0.40, 0.35, 0.25, 0.45], device=dev)]),
+        torch.cat([pal["sidewalk"] * 1.25, torch.tensor([0.90, 0.20, 0.0, 0.0], device=dev)]),
+        torch.cat([pal["sidewalk"], torch.tensor([0.75, 0.25, 0.0, 0.20], device=dev)]),
+        torch.cat([pal["terrain"], torch.tensor([0.6 - 0.25 - 0.3 * g, 0.5, 0.5, 0.6 * g], device=dev)]),
+    ]).float()
+    row = table.index_select(0, typ)
+    mod = row[:, 3] + row[:, 4] * fine[:, 0] + row[:, 5] * med[:, 0] + row[:, 6] * big[:, 0]
+    # tyre tracks on the road, slab joints on sidewalks
     lw = lay.lane_width
     tyre = torch.remainder(d, lw) - lw / 2
     tracks = _line_cov(tyre.abs() - 0.85, 0.3, w) * 0.12
-    asph = asph * (1 - tracks[:, None])
-    paint, yellow = road_paint(surf, lay, crossings, w, foot_long)
-    wear = 1 - pal["wear"] * (fine[:, 0] > 0.55).float() * med[:, 0]
-    paint = paint * wear
-    yellow = yellow * wear
-    road = asph * (1 - paint - yellow)[:, None] + pal["paint"] * paint[:, None] + pal["yellow"] * yellow[:, None]
-
-    # --- sidewalk: road-aligned slabs
     hwc = (crossings[0].half_width if crossings else 4.0)
     use_c = (surf["cross_d"].abs() - hwc) < surf["main_edge"]
     su = torch.where(use_c, surf["cross_u"], s)
     sd = torch.where(use_c, surf["cross_d"], d)
-    grid = ((torch.remainder(su, 1.5) < 0.03) | (torch.remainder(sd, 1.5) < 0.03)).float()
-    side = pal["sidewalk"] * (0.85 + 0.25 * fine + 0.2 * (big - 0.5)) * (1 - 0.25 * grid[:, None])
-    curb = pal["sidewalk"] * 1.25 * (0.9 + 0.2 * fine)
-    # --- terrain (grass / dirt / paving)
-    g = pal["grass"]
-    terr = pal["terrain"] * (0.6 + 0.5 * fine + 0.5 * (med - 0.5) + 0.6 * (big - 0.5) * g)
-    terr = terr * (1 + 0.3 * (nz2[:, 1:2] - 0.5))
-
-    drivable, is_curb, is_side = surf["drivable"], surf["curb"], surf["sidewalk"]
-    alb = torch.where(drivable[:, None], road, torch.where(is_curb[:, None], curb,
-                      torch.where(is_side[:, None], side, terr)))
+    joint = ((torch.remainder(su, 1.5) < 0.03) | (torch.remainder(sd, 1.5) < 0.03)).float() * 0.25
+    shade = 1 - torch.where(typ == 0, tracks, torch.where(typ == 2, joint, torch.zeros_like(tracks)))
+    paint, yellow = road_paint(surf, lay, crossings, w, foot_long)
+    wear = 1 - pal["wear"] * (fine[:, 0] > 0.55).float() * med[:, 0]
+    paint = paint * wear
+    yellow = yellow * wear
+    alb = row[:, :3] * (mod * shade * (1 - paint - yellow))[:, None] + pal["paint"] * paint[:, None] + \
+        pal["yellow"] * yellow[:, None]
     sem = torch.full_like(s, SEM_TERRAIN, dtype=torch.int64)
     sem = torch.where(is_side | is_curb, torch.full_like(sem, SEM_SIDEWALK), sem)
     sem = torch.where(drivable, torch.full_like(sem, SEM_ROAD), sem)
     sem = torch.where(drivable & ((paint + yellow) > 0.5), torch.full_like(sem, SEM_MARK), sem)
-    gloss = torch.where(drivable | is_side | is_curb, torch.full_like(s, wet), torch.full_like(s, wet * 0.3))
+    gloss = torch.where(typ < 3, torch.full_like(s, wet), torch.full_like(s, wet * 0.3))
     gloss = gloss * (0.6 + 0.6 * med[:, 0]).clamp(0, 1)
     return alb.clamp(0, 1), sem, gloss
 
@@ -220,9 +221,6 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
                 noise.nearest(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
     fine = (nz[:, 0] - 0.5) * 1.8 + 0.5
     med = (nz[:, 1] - 0.5) * 1.8 + 0.5
-    zb = p[:, 2] + half[:, 2]                                       # height above the primitive bottom
-    side_x = n[:, 0].abs() > 0.5                                     # face normal along local x
-    up = n[:, 2] > 0.5
 
     def sel(m: int) -> slice | None:
         return slice(int(starts[m]), int(starts[m + 1])) if counts[m] else None
@@ -321,7 +319,8 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
         shop = torch.remainder(ti * 13.1, 1.0) < 0.5
         win = ((fu - 0.5).abs() < wfrac / 2) & (fz > 0.3) & (fz < 0.85) & (z > floor_h)
         win = win | (shop & (z < floor_h) & (z > 0.4) & (z < floor_h * 0.8) & ((fu - 0.5).abs() < 0.45))
-        win = win & ~up[i] & (z < 2 * hi[:, 2] - 0.6)
+        up = ni[:, 2] > 0.5
+        win = win & ~up & (z < 2 * hi[:, 2] - 0.6)
         wall = color[i] * (0.8 + 0.25 * fine[i, None] + 0.25 * (med[i, None] - 0.5))
         bricks = torch.remainder(ti * 5.3, 1.0) < 0.3
         mortar = bricks & ((torch.remainder(z, 0.3) < 0.03) | (torch.remainder(u + 0.3 * torch.floor(z / 0.3), 0.6) < 0.03))
@@ -330,7 +329,7 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
         rnd = torch.remainder(torch.sin(widx) * 43758.5453, 1.0)
         glass_col = torch.stack([0.05 + 0.05 * rnd, 0.07 + 0.05 * rnd, 0.09 + 0.06 * rnd], -1)
         roof = color[i] * 0.45 + 0.05
-        c = torch.where(win[:, None], glass_col, torch.where(up[i, None], roof, wall))
+        c = torch.where(win[:, None], glass_col, torch.where(up[:, None], roof, wall))
         alb[i] = c
         spec[i] = torch.where(win, torch.full_like(z, 0.7), torch.full_like(z, 0.02))
         if night:

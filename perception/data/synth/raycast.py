@@ -108,31 +108,36 @@ def intersect(kind: int, o: tuple[torch.Tensor, ...], d: tuple[torch.Tensor, ...
     raise ValueError(f"unknown primitive kind {kind}")
 
 
-def local_normal(kind: torch.Tensor, p: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
-    """Outward unit normals in the primitive frame at local hit points ``p`` [N, 3]."""
-    px, py, pz = p[:, 0], p[:, 1], p[:, 2]
-    hx, hy, hz = half[:, 0], half[:, 1], half[:, 2]
-    zero = torch.zeros_like(px)
-    # box: the face whose slab the point is closest to
-    ax, ay, az = (px / hx).abs(), (py / hy).abs(), (pz / hz).abs()
-    m0 = (ax >= ay) & (ax >= az)
-    m1 = ~m0 & (ay >= az)
-    m2 = ~(m0 | m1)
-    bx = torch.where(m0, torch.sign(px), zero)
-    by = torch.where(m1, torch.sign(py), zero)
-    bz = torch.where(m2, torch.sign(pz), zero)
-    # cylinder (axis z): caps or radial
-    cap = (az >= 1 - 1e-3) & (px * px + py * py < (hx * 0.999) ** 2)
-    cx = torch.where(cap, zero, px)
-    cy = torch.where(cap, zero, py)
-    cz = torch.where(cap, torch.sign(pz), zero)
-    # ellipsoid: gradient of the implicit function
-    is_box, is_cyl = kind == BOX, kind == CYL
-    nx = torch.where(is_box, bx, torch.where(is_cyl, cx, px / (hx * hx)))
-    ny = torch.where(is_box, by, torch.where(is_cyl, cy, py / (hy * hy)))
-    nz = torch.where(is_box, bz, torch.where(is_cyl, cz, pz / (hz * hz)))
-    inv = torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-18))
-    return torch.stack([nx * inv, ny * inv, nz * inv], 1)
+def local_normal(runs: list[tuple[int, int, int]], p: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """Outward unit normals in the primitive frame at local hit points ``p`` [N, 3].
+
+    ``runs`` = (start, end, kind): hits sorted so that each run has one primitive kind.
+    """
+    n = torch.empty_like(p)
+    for a, b, kind in runs:
+        px, py, pz = p[a:b, 0], p[a:b, 1], p[a:b, 2]
+        hx, hy, hz = half[a:b, 0], half[a:b, 1], half[a:b, 2]
+        if kind == BOX:          # the face whose slab the point is closest to
+            ax, ay, az = (px / hx).abs(), (py / hy).abs(), (pz / hz).abs()
+            m0 = (ax >= ay) & (ax >= az)
+            m1 = ~m0 & (ay >= az)
+            m2 = ~(m0 | m1)
+            n[a:b, 0] = torch.sign(px) * m0
+            n[a:b, 1] = torch.sign(py) * m1
+            n[a:b, 2] = torch.sign(pz) * m2
+        elif kind == CYL:        # axis z: caps or radial
+            cap = ((pz / hz).abs() >= 1 - 1e-3) & (px * px + py * py < (hx * 0.999) ** 2)
+            inv = torch.rsqrt((px * px + py * py).clamp_min(1e-18))
+            n[a:b, 0] = torch.where(cap, 0.0, px * inv)
+            n[a:b, 1] = torch.where(cap, 0.0, py * inv)
+            n[a:b, 2] = torch.where(cap, torch.sign(pz), 0.0)
+        else:                    # ellipsoid: gradient of the implicit function
+            gx, gy, gz = px / (hx * hx), py / (hy * hy), pz / (hz * hz)
+            inv = torch.rsqrt((gx * gx + gy * gy + gz * gz).clamp_min(1e-18))
+            n[a:b, 0] = gx * inv
+            n[a:b, 1] = gy * inv
+            n[a:b, 2] = gz * inv
+    return n
 
 
 def bin_tiles(rect: np.ndarray, valid: np.ndarray, tile_rects: np.ndarray,

@@ -248,9 +248,10 @@ class Renderer:
                 prims["R"].reshape(P, 9), prims["half"], prims["color"], prims["tag"][:, None],
                 prims["kind"][:, None], prims["mat"][:, None], prims["sem"][:, None]], 1), dtype=torch.float32,
                 device=dev)
-            mat_all = torch.as_tensor(prims["mat"], device=dev)
+            sort_key = torch.as_tensor(prims["mat"] * 4 + prims["kind"], device=dev)
             pid = take(winner, ko)
-            order = torch.argsort(take(mat_all, pid), stable=True)
+            keys = take(sort_key, pid)
+            order = torch.argsort(keys, stable=True)
             ko = take(ko, order)
             pid = take(pid, order)
             tb = take(table, pid)
@@ -264,7 +265,13 @@ class Renderer:
             c_rel = take(crel.reshape(-1, 3), co * P + pid)
             hit_rel = to[:, None] * do
             pl = torch.bmm(R, (hit_rel - c_rel)[:, :, None]).squeeze(2)
-            nl = raycast.local_normal(kind, pl, half)
+            counts = torch.bincount(keys, minlength=4 * 32).tolist()
+            runs, a = [], 0
+            for key, cnt in enumerate(counts):
+                if cnt:
+                    runs.append((a, a + cnt, key % 4))
+                    a += cnt
+            nl = raycast.local_normal(runs, pl, half)
             nw = torch.bmm(R.transpose(1, 2), nl[:, :, None]).squeeze(2)
             world = hit_rel + take(org, co)
             surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind)
