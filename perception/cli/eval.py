@@ -2,15 +2,92 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
 
-from perception.cli.app import app, not_built
+from perception.cli.app import app, console, fail, setup_logging
 
 
-@app.command(
-    "eval",
-    help="Evaluate a model on synth / KITTI / nuScenes / video.",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def eval_command(ctx: typer.Context) -> None:
-    not_built("eval", "issue 6 (evaluation)")
+def _parse_size(size: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        fail(f"--size must look like 256x448 (HxW), got {size!r}")
+    if h < 32 or w < 32 or h > 4096 or w > 4096:
+        fail(f"--size {size}: height and width must be in 32..4096")
+    return h, w
+
+
+@app.command("eval", help="Evaluate a model on synth / KITTI / nuScenes / video: metrics.json, report.md, plots.")
+def eval_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights) or checkpoint path."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="synth, kitti, nuscenes or video."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, report.md, plots)."),
+    data: Path = typer.Option(None, "--data", help="Dataset folder (kitti, nuscenes) or video/image path (video)."),
+    seed: int = typer.Option(90000, "--seed", "-s",
+                             help="Synthetic split seed (training uses 500-2999; keep evaluation seeds apart)."),
+    frames: int = typer.Option(None, "--frames", "-n", help="Frames to evaluate (default: synth 20, others all)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnx (once the ONNX Runtime backend exists)."),
+    size: str = typer.Option("256x448", "--size", help="Network input HxW (same resize/crop as training)."),
+    score_thresh: float = typer.Option(0.05, "--score-thresh", help="Keep detections above this score."),
+    rig: str = typer.Option("surround6", "--rig", help="Synthetic rig: built-in name or YAML."),
+    random_weights: bool = typer.Option(False, "--random-weights",
+                                        help="Allow a registered model without shipped weights (plumbing tests)."),
+    qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    setup_logging(verbose)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from perception.eval import EvalError, EvalOptions, evaluate, load_model, make_backend_predictor, open_dataset
+    from perception.eval.report import write_metrics, write_report
+
+    hw = _parse_size(size)
+    if not 0.0 <= score_thresh < 1.0:
+        fail(f"--score-thresh must be in [0, 1), got {score_thresh}")
+    if frames is not None and frames < 1:
+        fail(f"--frames must be at least 1, got {frames}")
+    if backend not in ("torch", "onnx"):
+        fail(f"--backend must be torch or onnx, got {backend!r}")
+    if qualitative < 0:
+        fail("--qualitative must be >= 0")
+    opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
+                       rig=rig, qualitative=qualitative)
+    t0 = time.perf_counter()
+    try:
+        samples, n, dense = open_dataset(opts)
+        net, desc = load_model(model, random_weights=random_weights)
+        predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh, iou_thresh=opts.iou_thresh,
+                                           max_det=opts.max_det)
+        meta = {"model": desc, "backend": backend, "data": str(data) if data is not None else None}
+        with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console) as prog:
+            task = prog.add_task("frames", total=n)
+            result = evaluate(predictor, samples, opts, num_frames=n, dense_depth=dense, meta=meta,
+                              progress=lambda i, total: prog.update(task, completed=i, total=total))
+    except EvalError as exc:
+        fail(str(exc))
+    except (ValueError, OSError) as exc:  # reader / calibration / checkpoint problems
+        fail(f"{type(exc).__name__}: {exc}")
+    try:
+        write_metrics(result.metrics, out / "metrics.json")
+        write_report(result, out, title=f"Evaluation of {desc} on {dataset}")
+    except OSError as exc:
+        fail(f"--out {out}: {exc}")
+    m = result.metrics
+    parts = [f"{m['frames']} frames"]
+    if "detection" in m:
+        parts.append(f"mAP50 {_pct(m['detection'].get('map50'))}, COCO mAP {_pct(m['detection'].get('coco_map'))}")
+    if "depth" in m:
+        parts.append(f"abs_rel {m['depth']['abs_rel']:.3f}")
+    if "bev" in m and m["bev"].get("center_map") is not None:
+        parts.append(f"BEV centre mAP {_pct(m['bev']['center_map'])}")
+    console.print(f"{'; '.join(parts)} -> {out}/metrics.json, report.md ({time.perf_counter() - t0:.1f} s)",
+                  highlight=False)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"

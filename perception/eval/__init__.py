@@ -1,1 +1,18 @@
-"""eval"""
+"""Evaluation: 2D detection (AP50, COCO mAP, KITTI AP|R40), depth (Eigen metrics), BEV
+(centre-distance mAP, occupancy IoU), the dataset runner and the report of ``perception eval``.
+
+One module per concept: :mod:`.detection`, :mod:`.depth`, :mod:`.bev`, :mod:`.runner`,
+:mod:`.report`. Definitions are in docs/evaluation.md.
+"""
+
+from perception.eval.bev import BevEvaluator, BevObjects, center_distance_ap, merge_objects, occupancy_iou
+from perception.eval.depth import DepthEvaluator, eigen_metrics
+from perception.eval.detection import DetectionEvaluator, ImageDetections, ap50, coco_ap, kitti_ap_r40
+from perception.eval.report import write_metrics, write_report
+from perception.eval.runner import EvalError, EvalOptions, Evaluation, Prediction, as_predictor, evaluate, \
+    load_model, make_backend_predictor, open_dataset
+
+__all__ = ["BevEvaluator", "BevObjects", "center_distance_ap", "merge_objects", "occupancy_iou", "DepthEvaluator",
+           "eigen_metrics", "DetectionEvaluator", "ImageDetections", "ap50", "coco_ap", "kitti_ap_r40",
+           "write_metrics", "write_report", "EvalError", "EvalOptions", "Evaluation", "Prediction", "as_predictor",
+           "evaluate", "load_model", "make_backend_predictor", "open_dataset"]
