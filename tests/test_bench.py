@@ -55,3 +55,19 @@ def test_parse_size_rejects_bad_text(text):
 
 def test_parse_size():
     assert parse_size("256x448") == (256, 448)
+
+
+def test_builtin_repvgg_a0_peer_matches_the_paper():
+    """RepVGG-A0 rebuilt from our blocks: 1.36 GMACs at 224x224 (Ding et al. 2021, Table 4)."""
+    from perception.deploy.bench import load_peer
+    from perception.deploy.profiling import count_flops
+    from perception.nn import is_reparameterized
+
+    peer = load_peer("builtin:repvgg-a0")
+    assert is_reparameterized(peer)
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        macs = count_flops(lambda: peer(x)) / 2
+    assert abs(macs / 1e9 - 1.36) < 0.01
+    with pytest.raises(ValueError, match="builtin"):
+        load_peer("nope:x")

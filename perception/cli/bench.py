@@ -25,7 +25,7 @@ def bench_model_command(
     iters: int = typer.Option(20, help="Timed forwards per form (after warm-up)."),
     warmup: int = typer.Option(3, help="Untimed warm-up forwards per form."),
     channels_last: bool = typer.Option(True, help="NHWC memory format (faster with oneDNN and cuDNN)."),
-    compare: str = typer.Option("", help="Peers in the same run, e.g. timm:repvgg_a0 (needs timm installed)."),
+    compare: str = typer.Option("", help="Peers in the same run: builtin:repvgg-a0 (RepVGG-A0 backbone, fused), timm:NAME (needs timm)."),
     out: Path = typer.Option(None, help="JSON output path (default runs/bench/model-<name>-<device>-<dtype>.json)."),
 ) -> None:
     from perception.deploy.bench import BenchSettings, bench_model, parse_size

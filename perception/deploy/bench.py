@@ -142,12 +142,34 @@ def bench_model(name: str, s: BenchSettings, compare: list[str] | None = None,
     }
 
 
+# Reference architectures rebuilt from our own blocks, for same-run comparisons without timm:
+# RepVGG-A0 (Ding et al. 2021, Table 2: widths 48/48/96/192/1280, 2/4/14/1 blocks), backbone only.
+BUILTIN_PEERS = {"repvgg-a0": dict(widths=(48, 48, 96, 192, 1280), depths=(2, 4, 14, 1))}
+
+
+class _BackbonePeer(nn.Module):
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)
+
+
 def load_peer(spec: str) -> nn.Module | None:
-    """A peer model for ``--compare``: ``timm:NAME`` (fused if it supports it). timm is not a
-    dependency (it pulls torchvision); without it the peer is skipped with a warning."""
+    """A peer model for ``--compare``: ``builtin:repvgg-a0`` (the RepVGG-A0 backbone built from our
+    blocks, fused) or ``timm:NAME`` (fused if it supports it). timm is not a dependency (it pulls
+    torchvision); without it the peer is skipped with a warning."""
     kind, _, peer = spec.partition(":")
+    if kind == "builtin":
+        from perception.nn import reparameterize_model
+        from perception.nn.backbone import BackboneConfig, RepBackbone
+
+        if peer not in BUILTIN_PEERS:
+            raise ValueError(f"unknown builtin peer {peer!r}; known: {sorted(BUILTIN_PEERS)}")
+        return reparameterize_model(_BackbonePeer(RepBackbone(BackboneConfig(**BUILTIN_PEERS[peer]))).eval())
     if kind != "timm" or not peer:
-        raise ValueError(f"--compare entries look like timm:NAME, got {spec!r}")
+        raise ValueError(f"--compare entries look like builtin:NAME or timm:NAME, got {spec!r}")
     try:
         import timm  # type: ignore[import-not-found]
         from timm.utils.model import reparameterize_model as timm_reparam  # type: ignore[import-not-found]
