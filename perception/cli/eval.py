@@ -58,10 +58,10 @@ def eval_command(
                        rig=rig, qualitative=qualitative)
     t0 = time.perf_counter()
     try:
-        samples, n, dense = open_dataset(opts)
         net, desc = load_model(model, random_weights=random_weights)
         predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh, iou_thresh=opts.iou_thresh,
                                            max_det=opts.max_det)
+        samples, n, dense = open_dataset(opts)
         meta = {"model": desc, "backend": backend, "data": str(data) if data is not None else None}
         with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=console) as prog:

@@ -13,7 +13,7 @@ Objects (predicted and ground truth) farther than the class range (nuScenes dete
 
 Predictions come per camera: each camera's ``center_cam`` is moved to the ego frame with
 its ``T_ego_cam`` and duplicates seen by two cameras are merged (:func:`merge_objects`: same
-class, centres closer than ``merge_dist``, the higher score wins).
+class, different cameras, centres closer than ``merge_dist``, the higher score wins).
 
 **Occupancy IoU**: points lifted from each camera's depth map to the ego frame; BEV cells
 holding a point with ``z_min < z < z_max`` (0.3..3 m: above the ground, below the canopy) are
@@ -53,13 +53,24 @@ class BevObjects:
     centers: np.ndarray
     labels: np.ndarray
     scores: np.ndarray | None = None
+    cameras: np.ndarray | None = None   # [N] int: which camera saw it (for cross-camera merging)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, np.int64).reshape(-1)
         n = len(self.labels)
         self.centers = np.asarray(self.centers, np.float64).reshape(n, -1) if n else np.zeros((0, 3))
-        self.scores = (np.ones(len(self.labels)) if self.scores is None
-                       else np.asarray(self.scores, np.float64).reshape(-1))
+        self.scores = (np.ones(n) if self.scores is None else np.asarray(self.scores, np.float64).reshape(-1))
+        self.cameras = (np.zeros(n, np.int64) if self.cameras is None
+                        else np.asarray(self.cameras, np.int64).reshape(-1))
+        if len(self.scores) != n or len(self.cameras) != n:
+            raise ValueError(f"BevObjects: {n} labels but {len(self.scores)} scores / {len(self.cameras)} cameras")
+
+    @classmethod
+    def concat(cls, parts: Sequence["BevObjects"]) -> "BevObjects":
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.centers.reshape(-1, 3) for p in parts]), np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.scores for p in parts]), np.concatenate([p.cameras for p in parts]))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,8 +86,9 @@ def lift_to_ego(center_cam: np.ndarray, T_ego_cam: np.ndarray) -> np.ndarray:
 
 
 def merge_objects(objects: BevObjects, merge_dist: float = 1.5) -> BevObjects:
-    """Greedy cross-camera de-duplication: highest score first, drop same-class objects whose
-    centre (x, y) is within ``merge_dist`` of a kept one."""
+    """Greedy cross-camera de-duplication: highest score first, drop an object when a kept
+    object of the same class *from another camera* has its centre (x, y) within ``merge_dist``
+    (within one camera NMS has already removed duplicates, and close pedestrians are real)."""
     n = len(objects)
     if n <= 1:
         return objects
@@ -86,12 +98,12 @@ def merge_objects(objects: BevObjects, merge_dist: float = 1.5) -> BevObjects:
     for i in order:
         if keep:
             k = np.asarray(keep)
-            same = objects.labels[k] == objects.labels[i]
+            same = (objects.labels[k] == objects.labels[i]) & (objects.cameras[k] != objects.cameras[i])
             if (same & (np.linalg.norm(xy[k] - xy[i], axis=1) < merge_dist)).any():
                 continue
         keep.append(int(i))
     k = np.asarray(keep)
-    return BevObjects(objects.centers[k], objects.labels[k], objects.scores[k])
+    return BevObjects(objects.centers[k], objects.labels[k], objects.scores[k], objects.cameras[k])
 
 
 def _calc_ap(rec: np.ndarray, prec: np.ndarray, min_recall: float, min_precision: float) -> float:

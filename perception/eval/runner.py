@@ -394,7 +394,8 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             n_pred += len(boxes)
             center = d.center_cam.detach().cpu().numpy().astype(np.float64).reshape(-1, 3)[keep] \
                 if d.center_cam is not None and len(d.center_cam) == len(keep) else np.zeros((len(boxes), 3))
-            pred_objs.append(BevObjects(lift_to_ego(center, p.camera.T_ego_cam), labels, scores))
+            pred_objs.append(BevObjects(lift_to_ego(center, p.camera.T_ego_cam), labels, scores,
+                                        np.full(len(labels), c)))
             gt = sample.boxes2d[c] if sample.boxes2d is not None else None
             gt_net = np.zeros((0, 4))
             gt_names: list[str] = []
@@ -418,8 +419,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
                                             None if depth is None else depth[c], p.depth))
         if sample.boxes3d is not None:
             has["bev"] = True
-            allp = BevObjects(np.concatenate([o.centers for o in pred_objs]), np.concatenate([o.labels for o in pred_objs]),
-                              np.concatenate([o.scores for o in pred_objs]))
+            allp = BevObjects.concat(pred_objs)
             b3 = sample.boxes3d
             gl = gt_lut[np.clip(np.asarray(b3.labels, np.int64), -1, len(gt_lut) - 1)]
             bev_ev.add_objects(merge_objects(allp, opts.merge_dist), BevObjects(b3.center[gl >= 0], gl[gl >= 0]))

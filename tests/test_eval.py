@@ -1,0 +1,329 @@
+"""Evaluation: metrics against hand-worked cases and a COCO reference, the runner's plumbing on
+the shared nuScenes keyframe (ground truth fed back as predictions), and `perception eval`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from perception.cli import app
+from perception.eval.bev import (BevEvaluator, BevObjects, OccupancyGrid, center_distance_ap, merge_objects,
+                                 occupancy_from_points, occupancy_iou)
+from perception.eval.depth import DepthEvaluator, eigen_metrics
+from perception.eval.detection import DetectionEvaluator, ImageDetections, ap50, coco_ap, kitti_ap_r40
+
+runner = CliRunner()
+CLS = ("car", "truck", "bus", "pedestrian", "cyclist")
+
+
+def img(gt, gl, det, sc, dl, **kw) -> ImageDetections:
+    return ImageDetections(np.asarray(gt, float).reshape(-1, 4), gl, np.asarray(det, float).reshape(-1, 4), sc, dl, **kw)
+
+
+A, B, FAR = [0, 0, 50, 50], [100, 0, 150, 50], [300, 300, 350, 350]  # 50 px tall boxes
+
+
+# ---------------------------------------------------------------------------- detection
+def test_ap50_hand_worked_two_gt_three_predictions():
+    # scores 0.9 (TP), 0.8 (FP), 0.7 (TP): recall 0.5, 0.5, 1; precision 1, 0.5, 2/3.
+    # Interpolated precision is 1 for recall <= 0.5 (51 of the 101 points) and 2/3 above (50).
+    im = img([A, B], [0, 0], [A, FAR, B], [0.9, 0.8, 0.7], [0, 0, 0])
+    assert ap50([im], 1)[0] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # KITTI R40 (IoU > 0.7): thresholds 0.9 (precision 1) for recall 1/40..20/40, 0.7 (2/3) above
+    assert kitti_ap_r40([im], ("car",))["car"]["easy"] == pytest.approx((20 + 20 * 2 / 3) / 40)
+    # the same ranking with the false positive first ranks worse
+    worse = img([A, B], [0, 0], [A, FAR, B], [0.8, 0.9, 0.7], [0, 0, 0])
+    assert ap50([worse], 1)[0] < ap50([im], 1)[0]
+
+
+def test_perfect_detector_scores_one_and_wrong_detector_zero():
+    gts = [[10 * i, 0, 10 * i + 60, 60] for i in range(3)]
+    im = img(gts, [0, 3, 0], gts, [0.9, 0.8, 0.7], [0, 3, 0])
+    ev = DetectionEvaluator(CLS)
+    ev.add(im)
+    m = ev.compute()
+    assert m["ap50"]["car"] == 1.0 and m["ap50"]["pedestrian"] == 1.0 and m["ap50"]["truck"] is None
+    assert m["map50"] == 1.0 and m["coco_map"] == 1.0
+    assert m["kitti_ap_r40"]["car"] == {"easy": 1.0, "moderate": 1.0, "hard": 1.0}
+    # right boxes, wrong class / wrong place: all zero
+    wrong = img(gts, [0, 3, 0], [FAR, [400, 400, 450, 450], FAR], [0.9, 0.8, 0.7], [0, 0, 3])
+    ev = DetectionEvaluator(CLS)
+    ev.add(wrong)
+    m = ev.compute()
+    assert m["ap50"]["car"] == 0.0 and m["ap50"]["pedestrian"] == 0.0 and m["coco_map"] == 0.0
+    assert m["kitti_ap_r40"]["car"]["moderate"] == 0.0
+
+
+def test_coco_map_averages_iou_thresholds():
+    # one detection shifted to IoU 0.8 with its GT: a TP for t <= 0.8 (7 of 10 thresholds)
+    det = [0, 0, 50, 40]  # IoU = 40*50 / 50*50 = 0.8
+    res = coco_ap([img([A], [0], [det], [0.9], [0])], 1)
+    assert res["ap"][0, :7] == pytest.approx(np.ones(7)) and res["ap"][0, 7:] == pytest.approx(np.zeros(3))
+    assert np.mean(res["ap"][0]) == pytest.approx(0.7)
+
+
+def test_kitti_difficulty_height_occlusion_truncation():
+    short = [200, 0, 230, 30]  # 30 px high: Moderate/Hard (>= 25) but not Easy (>= 40)
+    only_short = img([short], [0], [short], [0.9], [0])
+    r = kitti_ap_r40([only_short], ("car",))["car"]
+    assert math.isnan(r["easy"]) and r["moderate"] == 1.0 and r["hard"] == 1.0
+    # a missed 30 px car is no false negative for Easy, but halves the recall of Moderate
+    missed_short = img([A, short], [0, 0], [A], [0.9], [0])
+    r = kitti_ap_r40([missed_short], ("car",))["car"]
+    assert r["easy"] == 1.0 and r["moderate"] == pytest.approx(0.5)
+    # occlusion 1 -> Moderate and Hard; occlusion 2 / truncation 0.4 -> Hard only
+    for occ, trunc, expect in ((1, 0.0, (False, True, True)), (2, 0.0, (False, False, True)),
+                               (0, 0.4, (False, False, True)), (3, 0.0, (False, False, False))):
+        r = kitti_ap_r40([img([A], [0], [], [], [], gt_occlusion=[occ], gt_truncation=[trunc])], ("car",))["car"]
+        assert [not math.isnan(r[d]) for d in ("easy", "moderate", "hard")] == list(expect), (occ, trunc)
+
+
+def test_kitti_min_overlap_per_class():
+    det = [0, 0, 32, 50]  # IoU 0.64 with A: enough for a pedestrian (0.5), not for a car (0.7)
+    r = kitti_ap_r40([img([A], [0], [det], [0.9], [0])], ("car",))["car"]
+    assert r["easy"] == 0.0
+    r = kitti_ap_r40([img([A], [0], [det], [0.9], [0])], ("pedestrian",))["pedestrian"]
+    assert r["easy"] == 1.0
+
+
+def test_ignore_regions_do_not_create_false_positives():
+    dontcare = [290, 290, 360, 360]  # contains FAR
+    base = dict(gt=[A], det=[A, FAR], sc=[0.6, 0.9], dl=[0, 0])
+    without = img(base["gt"], [0], base["det"], base["sc"], base["dl"])
+    with_dc = img([A, dontcare], [0, -1], base["det"], base["sc"], base["dl"], gt_ignore=[False, True])
+    assert ap50([without], 1)[0] < 0.99
+    assert ap50([with_dc], 1)[0] == pytest.approx(1.0)
+    assert kitti_ap_r40([without], ("car",))["car"]["easy"] < 0.99
+    assert kitti_ap_r40([with_dc], ("car",))["car"]["easy"] == pytest.approx(1.0)
+    # an ignored object of the class: detecting it is not a false positive, missing it is no miss
+    ign_obj = img([A, FAR], [0, 0], [A, FAR], [0.6, 0.9], [0, 0], gt_ignore=[False, True])
+    assert ap50([ign_obj], 1)[0] == pytest.approx(1.0)
+    assert coco_ap([ign_obj], 1)["num_gt"][0] == 1
+    missed = img([A, FAR], [0, 0], [A], [0.6], [0], gt_ignore=[False, True])
+    assert ap50([missed], 1)[0] == pytest.approx(1.0)
+    assert kitti_ap_r40([missed], ("car",))["car"]["easy"] == pytest.approx(1.0)
+
+
+def _random_images(seed: int, n: int = 25, classes: int = 3) -> list[ImageDetections]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        G = int(rng.integers(0, 8))
+        xy = rng.uniform(0, 200, (G, 2))
+        g = np.c_[xy, xy + rng.uniform(5, 80, (G, 2))]
+        gl = rng.integers(0, classes, G)
+        keep = rng.random(G) < 0.8
+        d1 = g[keep] + rng.normal(0, 4, (int(keep.sum()), 4))
+        l1 = np.where(rng.random(int(keep.sum())) < 0.9, gl[keep], rng.integers(0, classes, int(keep.sum())))
+        R = int(rng.integers(0, 5))
+        xy2 = rng.uniform(0, 200, (R, 2))
+        d = np.r_[d1, np.c_[xy2, xy2 + rng.uniform(5, 80, (R, 2))]]
+        d[:, 2:] = np.maximum(d[:, 2:], d[:, :2] + 1)
+        out.append(ImageDetections(g, gl, d, rng.random(len(d)), np.r_[l1, rng.integers(0, classes, R)],
+                                   gt_ignore=rng.random(G) < 0.15, image_id=str(i)))
+    return out
+
+
+def test_coco_map_matches_reference_implementation():
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+    except ImportError:
+        pytest.skip("faster-coco-eval is not installed (pip install -e '.[dev]'): no COCO reference to compare with")
+    images = _random_images(0)
+    C = 3
+    res = coco_ap(images, C)
+    gt = {"images": [{"id": i + 1, "width": 300, "height": 300} for i in range(len(images))],
+          "categories": [{"id": c + 1, "name": str(c)} for c in range(C)], "annotations": []}
+    dts = []
+    for i, im in enumerate(images):
+        for b, lab, ig in zip(im.gt_boxes, im.gt_labels, im.gt_ignore):
+            w, h = b[2] - b[0], b[3] - b[1]
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": int(lab) + 1,
+                                      "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": int(ig)})
+        for b, s, lab in zip(im.boxes, im.scores, im.labels):
+            dts.append({"image_id": i + 1, "category_id": int(lab) + 1, "score": float(s),
+                        "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    coco_gt = COCO(gt)
+    E = COCOeval_faster(coco_gt, coco_gt.loadRes(dts), "bbox", print_function=lambda *a, **k: None)
+    E.evaluate()
+    E.accumulate()
+    E.summarize()
+    assert np.nanmean(res["ap"].mean(1)) == pytest.approx(E.stats[0], abs=1e-6)
+    assert np.nanmean(res["ap"][:, 0]) == pytest.approx(E.stats[1], abs=1e-6)
+    assert 0.05 < E.stats[0] < 0.95  # a non-trivial case
+
+
+# ---------------------------------------------------------------------------- depth
+def test_eigen_metrics_hand_worked_with_median_scaling():
+    gt = np.array([[2.0, 4.0], [0.0, 100.0]])      # 0 (no GT) and 100 m (> 80 m) are not scored
+    pred = np.array([[1.0, 4.0], [7.0, 7.0]])
+    m = eigen_metrics(pred, gt)
+    assert m["abs_rel"] == pytest.approx(0.25)          # (|1-2|/2 + 0) / 2
+    assert m["sq_rel"] == pytest.approx(0.25)           # (1/2 + 0) / 2
+    assert m["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert m["rmse_log"] == pytest.approx(math.log(2) / math.sqrt(2))
+    assert (m["a1"], m["a2"], m["a3"]) == (0.5, 0.5, 0.5)   # ratio 2 fails even 1.25^3 = 1.95
+    s = eigen_metrics(pred, gt, median_scaling=True)
+    assert s["ratio"] == pytest.approx(3.0 / 2.5)           # median(gt) / median(pred)
+    assert s["abs_rel"] == pytest.approx((0.8 / 2 + 0.8 / 4) / 2)  # pred * 1.2 = [1.2, 4.8]
+    assert eigen_metrics(pred, np.zeros_like(gt)) is None
+
+
+def test_depth_evaluator_averages_per_image():
+    ev = DepthEvaluator()
+    gt = np.full((2, 2), 10.0)
+    ev.update(gt + 1.0, gt)                              # rmse 1
+    ev.update(np.pad(gt[:1, :1] + 3.0, ((0, 1), (0, 1)), constant_values=1.0), np.pad(gt[:1, :1], ((0, 1), (0, 1))))
+    assert ev.update(gt, np.zeros_like(gt)) is None        # no valid pixel: skipped
+    m = ev.compute()
+    assert m["images"] == 2 and m["rmse"] == pytest.approx(2.0)   # mean of per-image RMSE 1 and 3
+    assert m["abs_rel_median_scaled"] == pytest.approx(0.0)       # both are pure scale errors
+    assert m["abs_rel"] > 0.05
+
+
+# ---------------------------------------------------------------------------- BEV
+def test_center_distance_matching_thresholds():
+    gt = [BevObjects([[10.0, 0.0, 0.5]], [0])]
+    near = [BevObjects([[10.7, 0.0, 0.5]], [0], [0.9])]     # 0.7 m off: a miss at 0.5 m, a hit from 1 m
+    ap = center_distance_ap(near, gt, ("car",))["car"]
+    assert ap["0.5"] == 0.0 and ap["1"] == ap["2"] == ap["4"] == pytest.approx(1.0)
+    assert center_distance_ap([BevObjects([[10.7, 0, 0]], [1], [0.9])], gt, ("car", "truck"))["car"]["4"] == 0.0
+    # greedy by score: the confident 1.5 m prediction takes the GT at 2 m; at 0.5 m only the
+    # second (0.2 m) one is a hit: precision 0 -> 0.5 linearly over recall 0..1, mean 0.25
+    two = [BevObjects([[11.5, 0, 0], [10.2, 0, 0]], [0, 0], [0.9, 0.5])]
+    ap = center_distance_ap(two, gt, ("car",), min_recall=0.0, min_precision=0.0)["car"]
+    assert ap["0.5"] == pytest.approx(0.25)
+    assert ap["2"] >= 0.99
+    # beyond the class range (50 m for cars) neither counts
+    far_gt = [BevObjects([[60.0, 0, 0]], [0])]
+    assert math.isnan(center_distance_ap([BevObjects([[60.0, 0, 0]], [0], [0.9])], far_gt, ("car",))["car"]["1"])
+
+
+def test_merge_objects_across_cameras_only():
+    objs = BevObjects([[10, 0, 0], [10.8, 0, 0], [10.4, 0.3, 0]], [0, 0, 3], [0.5, 0.9, 0.8], cameras=[0, 1, 0])
+    m = merge_objects(objs, 1.5)
+    assert sorted(m.scores.tolist()) == [0.8, 0.9]        # the 0.5 duplicate from camera 0 goes
+    same_cam = BevObjects([[10, 0, 0], [10.8, 0, 0]], [0, 0], [0.5, 0.9], cameras=[0, 0])
+    assert len(merge_objects(same_cam, 1.5)) == 2
+
+
+def test_occupancy_from_points_and_iou():
+    grid = OccupancyGrid(8, 8, 1.0)                       # ego at the centre, 1 m cells
+    pts = np.array([[2.5, 0.5, 1.0],    # obstacle -> occupied (row 1, col 3)
+                    [-1.5, -2.5, 0.0],  # ground -> observed, free (row 5, col 6)
+                    [2.5, 0.5, 5.0],    # above 3 m: ignored
+                    [30.0, 0.0, 1.0]])  # outside the grid
+    occ, seen = occupancy_from_points(pts, grid)
+    assert occ.sum() == 1 and occ[1, 3] and seen.sum() == 2 and seen[5, 6]
+    gt = np.zeros((8, 8), bool)
+    gt[1, 3] = gt[1, 4] = True
+    assert occupancy_iou(occ, gt) == (1, 2)
+    mask = np.zeros((8, 8), bool)
+    mask[1, 3] = True
+    assert occupancy_iou(occ, gt, mask) == (1, 1)          # hidden cells are not scored
+    ev = BevEvaluator(("car",))
+    assert ev.add_occupancy(occ, gt, np.ones((8, 8), bool), ref_occ=gt) == pytest.approx(0.5)
+    out = ev.compute()
+    assert out["occupancy_iou"] == 0.5 and out["occupancy_iou_gt_depth"] == 1.0
+
+
+# ---------------------------------------------------------------------------- runner plumbing
+class _Oracle:
+    """Predicts the ground truth of the given samples (through the evaluation's preprocessing)."""
+
+    def __init__(self, samples, size):
+        from perception.data.classes import CLASSES
+        from perception.eval.runner import Prediction, preprocess
+        from perception.nn.postprocess import Detections
+
+        self.classes = CLASSES
+        self.frames = []
+        H, W = size
+        for s in samples:
+            dets, depths = [], []
+            for c in range(len(s.cameras)):
+                p = preprocess(s, c, size, dense_depth=False)
+                b = s.boxes2d[c]
+                keep = b.labels >= 0
+                nb = p.to_network(b.boxes[keep])
+                nb[:, [0, 2]] = nb[:, [0, 2]].clip(0, W)
+                nb[:, [1, 3]] = nb[:, [1, 3]].clip(0, H)
+                ok = (nb[:, 2] > nb[:, 0]) & (nb[:, 3] > nb[:, 1])
+                t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+                dets.append(Detections(t(nb[ok]), torch.linspace(0.9, 0.5, int(ok.sum())),
+                                       torch.as_tensor(b.labels[keep][ok]), t(b.center_cam[keep][ok]),
+                                       t(b.size[keep][ok]), t(b.yaw_cam[keep][ok]), CLASSES))
+                depths.append(p.depth)
+            self.frames.append(Prediction(dets, torch.as_tensor(np.stack(depths))[:, None]))
+        self.calls = 0
+
+    def __call__(self, images, intrinsics):
+        out = self.frames[self.calls]
+        self.calls += 1
+        return out
+
+
+@pytest.mark.shared_data
+def test_ground_truth_as_predictions_on_nuscenes_keyframe(shared_data):
+    from perception.data.readers import open_nuscenes
+    from perception.eval.runner import EvalOptions, evaluate
+
+    sample = open_nuscenes(shared_data / "nuscenes_keyframe")[0]
+    opts = EvalOptions(dataset="nuscenes", size=(256, 448), qualitative=2)
+    oracle = _Oracle([sample], opts.size)
+    ev = evaluate(oracle, [sample], opts, num_frames=1, dense_depth=False)
+    m = ev.metrics
+    assert oracle.calls == 1 and m["frames"] == 1
+    det = m["detection"]
+    assert det["num_gt"]["car"] > 5
+    assert det["ap50"]["car"] == 1.0 and det["map50"] == 1.0
+    assert det["kitti_ap_r40"]["car"]["moderate"] == 1.0
+    d = m["depth"]
+    assert d["images"] == 6
+    assert d["abs_rel"] < 1e-6 and d["rmse"] < 1e-4 and d["a1"] == 1.0 and d["abs_rel_median_scaled"] < 1e-6
+    assert m["bev"]["center_ap"]["car"]["0.5"] == 1.0
+    assert len(ev.qualitative) == 2
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_eval_cli_rejects_bad_input(tmp_path, monkeypatch):
+    import perception.nn.registry as registry
+
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "imagenet", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "unknown dataset" in r.output
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "kitti", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "--data is required" in r.output
+    r = runner.invoke(app, ["eval", "--model", "nope", "--dataset", "synth", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "unknown model" in r.output
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--backend", "onnx",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "onnx" in r.output
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path / "no-models")
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--dataset", "synth", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "no shipped weights" in r.output and "--random-weights" in r.output
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_eval_cli_synth_end_to_end(tmp_path):
+    out = tmp_path / "tmp"
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--frames", "2",
+                            "--size", "128x224", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames"] == 2
+    assert {"ap50", "map50", "coco_map", "kitti_ap_r40"} <= set(m["detection"])
+    assert set(m["detection"]["ap50"]) == set(CLS)
+    for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "abs_rel_median_scaled"):
+        assert isinstance(m["depth"][k], float), k
+    assert {"center_map", "occupancy_iou"} <= set(m["bev"])
+    assert 0.0 < m["bev"]["occupancy_iou_gt_depth"] <= 1.0   # the lifting reaches the GT grid
+    assert m["meta"]["seed"] == 90000 and m["meta"]["backend"] == "torch"
+    report = (out / "report.md").read_text()
+    assert "## 2D detection" in report and "## Depth" in report and "qualitative.png" in report
+    assert (out / "qualitative.png").stat().st_size > 1000
