@@ -203,9 +203,9 @@ def test_concat_source_mixes_camera_counts(tmp_path):
     one_cam.images, one_cam.cameras = one_cam.images[:1], one_cam.cameras[:1]
     one_cam.depth, one_cam.boxes2d = one_cam.depth[:1], one_cam.boxes2d[:1]
     write_sample_folder([one_cam, one_cam], tmp_path / "one")
-    src = ConcatSource([str(two), str(tmp_path / "one")])
+    src = ConcatSource([str(two), (str(tmp_path / "one"), None, 3)])
     items = src.camera_items()
-    assert len(items) == 2 * 2 + 2 * 1 and items[-1] == (3, 0)
+    assert len(items) == 2 * 2 + 3 * 2 * 1 and items[-1] == (3, 0)
     assert src.camera_sample(3, 0).cameras[0].name == "cam0"
 
 

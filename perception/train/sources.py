@@ -1,5 +1,6 @@
 """Training data specs: a sample-folder path, ``synth:RIG,key=value,...`` rendered on demand, or
 ``teacher:VIDEO,calib=YAML`` real frames pseudo-labelled by the COCO teacher (cached).
+``$SHARED_DATA`` in a teacher spec stands for ``$PERCEPTION_SHARED_DATA`` (default ``../shared/data``).
 
 ``synth:surround6,frames=2000,seed=1000,episode_frames=4,fps=2`` renders 2000 six-camera frames
 of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) into a cache
@@ -21,8 +22,8 @@ from perception.data.sample_folder import SampleFolder, write_sample
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float}
-TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float}
+SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int}
+TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
 
@@ -32,7 +33,7 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected synth:RIG[,key=value...]")
-    rig, opts = parts[0], {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0}
+    rig, opts = parts[0], {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1}
     for p in parts[1:]:
         key, _, value = p.partition("=")
         if key not in SYNTH_KEYS:
@@ -80,12 +81,12 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
 
 def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
     """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5]`` -> (source, options)."""
-    body = spec[len("teacher:"):]
+    body = spec[len("teacher:"):].replace("$SHARED_DATA", str(SHARED_DATA))
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
     opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
-                                          "score": 0.5}
+                                          "score": 0.5, "repeat": 1}
     for p in parts[1:]:
         key, _, value = p.partition("=")
         if key not in TEACHER_KEYS:
@@ -102,7 +103,8 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
     from perception.train.teacher import YoloxTeacher
 
     source, opts = parse_teacher_spec(spec)
-    key = hashlib.sha1(f"{spec}|v1".encode()).hexdigest()[:10]
+    ident = {k: v for k, v in opts.items() if k != "repeat"}
+    key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v1".encode()).hexdigest()[:10]
     out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
     if (out / "meta.json").is_file():
         return out
@@ -125,20 +127,23 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
 
 
 def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> list[tuple[str, int | None]]:
-    """Turn data specs into (sample-folder path, frame limit) pairs, rendering synthetic specs
-    when ``render``. A synthetic cache may hold more frames than a spec asks for (an earlier,
-    longer render): the limit keeps training to the first ``frames``."""
-    out: list[tuple[str, int | None]] = []
+                 progress: Callable[[int, int], None] | None = None) -> list[tuple[str, int | None, int]]:
+    """Turn data specs into (sample-folder path, frame limit, repeat) triples, rendering or
+    pseudo-labelling when ``render``. A synthetic cache may hold more frames than a spec asks for
+    (an earlier, longer render): the limit keeps training to the first ``frames``. ``repeat=N``
+    lists a small set N times per epoch (e.g. a few hundred real frames among thousands of
+    synthetic ones)."""
+    out: list[tuple[str, int | None, int]] = []
     for spec in specs:
         if spec.startswith("teacher:"):
+            repeat = int(parse_teacher_spec(spec)[1]["repeat"])
             path = pseudo_label(spec, progress=progress) if render else None
-            out.append((str(path), None))
+            out.append((str(path), None, repeat))
         elif spec.startswith("synth:"):
-            frames = int(parse_synth_spec(spec)[1]["frames"])
+            opts = parse_synth_spec(spec)[1]
             path = render_synth(spec, size, progress=progress) if render else synth_cache_dir(spec, size)
-            out.append((str(path), frames))
+            out.append((str(path), int(opts["frames"]), int(opts["repeat"])))
         else:
             SampleFolder(spec)  # clear error now if it is missing or empty
-            out.append((spec, None))
+            out.append((spec, None, 1))
     return out

@@ -35,19 +35,24 @@ log = logging.getLogger(__name__)
 
 
 class ConcatSource:
-    """Several sample folders as one camera source (they may have different camera counts)."""
+    """Several sample folders as one camera source (they may have different camera counts).
 
-    def __init__(self, roots: list[str | tuple[str, int | None]]):
-        self.parts = [SampleFolder(r) if isinstance(r, str) else SampleFolder(r[0], max_frames=r[1]) for r in roots]
+    Each root is a path or a ``(path, frame_limit, repeat)`` triple from
+    :func:`perception.train.sources.resolve_data`."""
+
+    def __init__(self, roots: list[str | tuple[str, int | None, int]]):
+        specs = [(r, None, 1) if isinstance(r, str) else r for r in roots]
+        self.parts = [SampleFolder(path, max_frames=limit) for path, limit, _ in specs]
+        self.repeats = [max(1, int(rep)) for _, _, rep in specs]
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def camera_items(self) -> list[tuple[int, int]]:
-        """(frame, camera) pairs over all folders."""
-        return [(int(off) + f, c) for p, off in zip(self.parts, self.offsets)
-                for f in range(len(p)) for c in range(p.num_cameras(0))]
+        """(frame, camera) pairs over all folders, each folder listed ``repeat`` times."""
+        return [(int(off) + f, c) for p, off, rep in zip(self.parts, self.offsets, self.repeats)
+                for _ in range(rep) for f in range(len(p)) for c in range(p.num_cameras(0))]
 
     def camera_sample(self, index: int, camera: int):
         part = int(np.searchsorted(self.offsets, index, side="right") - 1)
