@@ -33,6 +33,7 @@ def eval_command(
     size: str = typer.Option("256x448", "--size", help="Network input HxW (same resize/crop as training)."),
     score_thresh: float = typer.Option(0.05, "--score-thresh", help="Keep detections above this score."),
     rig: str = typer.Option("surround6", "--rig", help="Synthetic rig: built-in name or YAML."),
+    calib: Path = typer.Option(None, "--calib", help="Video: camera/rig YAML (e.g. data/rigs/dashcam_1280x720.yaml)."),
     random_weights: bool = typer.Option(False, "--random-weights",
                                         help="Allow a registered model without shipped weights (plumbing tests)."),
     qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
@@ -55,7 +56,7 @@ def eval_command(
     if qualitative < 0:
         fail("--qualitative must be >= 0")
     opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
-                       rig=rig, qualitative=qualitative)
+                       rig=rig, calib=calib, qualitative=qualitative)
     t0 = time.perf_counter()
     try:
         net, desc = load_model(model, random_weights=random_weights)

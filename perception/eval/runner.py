@@ -68,6 +68,7 @@ class EvalOptions:
     iou_thresh: float = 0.6
     max_det: int = 100
     rig: str = "surround6"               # synth rig (built-in name or YAML)
+    calib: str | Path | None = None      # video: camera / rig YAML (else <video>.yaml, else a guessed camera)
     qualitative: int = 6                 # camera images kept for the report
     merge_dist: float = 1.5              # m, cross-camera de-duplication of BEV objects
     min_visible_in_crop: float = 0.5     # GT boxes less inside the evaluated crop are ignored
@@ -261,10 +262,11 @@ def open_dataset(opts: EvalOptions) -> tuple[Sequence[Sample] | Iterable[Sample]
         elif ds == "kitti":
             reader = KittiReader(data)
         else:
-            calib = None
-            for cand in (data.parent / "calibration.json", data.with_suffix(".yaml")):
-                if cand.suffix == ".yaml" and cand.is_file():
-                    calib = cand
+            calib = Path(opts.calib) if opts.calib is not None else None
+            if calib is not None and not calib.is_file():
+                raise EvalError(f"--calib {calib}: no such file")
+            if calib is None and data.with_suffix(".yaml").is_file():
+                calib = data.with_suffix(".yaml")  # a calibration next to the video
             reader = VideoReader(data, calib, max_frames=opts.frames)
     except (DataError, CalibrationError, ValueError) as exc:
         raise EvalError(str(exc)) from None
