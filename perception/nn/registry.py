@@ -70,3 +70,4 @@ for _size, _p in _SIZES.items():
     for _prefix, _block in (("rep", "repvgg"), ("qarep", "qarepvgg")):
         register_model(f"{_prefix}-{_size}")(
             lambda b=_block, p=_p: _rep(b, p["widths"], p["depths"], p["neck"], p["head"], p["depth_width"]))
+from perception.nn import zoo_efficient as _zoo_efficient  # noqa: E402,F401  (mbv1-n, mobileone-n)
