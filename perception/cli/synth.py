@@ -42,6 +42,7 @@ def synth_command(
     time_of_day: str = typer.Option(None, "--time-of-day", help="day, dusk or night (default: random)."),
     scenery: str = typer.Option(None, "--scenery", help="urban, suburban or rural (default: random)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
@@ -64,6 +65,10 @@ def synth_command(
                                ("--scenery", scenery, ("urban", "suburban", "rural"))):
         if val is not None and val not in allowed:
             fail(f"{name} must be one of {', '.join(allowed)}, got {val!r}")
+    if threads < 0:
+        fail("--threads must be >= 0")
+    if threads:
+        torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

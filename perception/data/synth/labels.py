@@ -116,8 +116,8 @@ def boxes2d(cams: list[Camera], boxes: Boxes3D, instance: torch.Tensor, raw: dic
     # unique (object, pixel) count: primitives of one object may overlap, so dedupe on a canvas
     # each slot keeps the index of one hit that wrote it; that hit is the slot's representative
     slot = inv * (H * W) + row * W + col
-    order = torch.arange(len(slot), device=dev)
-    canvas = torch.empty(K * H * W, dtype=torch.int64, device=dev)
+    order = torch.arange(len(slot), device=dev, dtype=torch.int32)
+    canvas = torch.empty(K * H * W, dtype=torch.int32, device=dev)
     canvas[slot] = order
     rep = canvas[slot] == order
     amodal = torch.bincount(inv[rep], minlength=K)

@@ -55,7 +55,12 @@ class NoiseBank:
             x = (x - x.mean()) / (x.std() + 1e-9)
             chans.append(1 / (1 + np.exp(-1.6 * x)))
         self.n = n
-        self.tex = torch.as_tensor(np.stack(chans, -1).reshape(n * n, 3), dtype=torch.float32, device=device)
+        tex = np.stack(chans, -1)
+        self.tex = torch.as_tensor(tex.reshape(n * n, 3), dtype=torch.float32, device=device)
+        # (n+1)^2 image with the first row/column repeated: align_corners sampling wraps exactly
+        img = np.concatenate([tex, tex[:1]], 0)
+        img = np.concatenate([img, img[:, :1]], 1)
+        self.img = torch.as_tensor(img.transpose(2, 0, 1)[None].copy(), dtype=torch.float32, device=device)
 
     def nearest(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """[N, 3] nearest-texel noise (one gather; for the smooth channels at coarse scales)."""
@@ -65,20 +70,14 @@ class NoiseBank:
         return self.tex.index_select(0, iv * n + iu)
 
     def __call__(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """[N, 3] noise at texel coordinates (u, v) (wrapped)."""
-        n = self.n                      # a power of two: wrap with a bit mask
-        fu, fv = torch.floor(u), torch.floor(v)
-        au, av = (u - fu)[:, None], (v - fv)[:, None]
-        iu = fu.to(torch.int32)
-        iv = fv.to(torch.int32)
-        i0 = iu & (n - 1)
-        i1 = (iu + 1) & (n - 1)
-        r0 = (iv & (n - 1)) * n
-        r1 = ((iv + 1) & (n - 1)) * n
-        t = self.tex
-        a = torch.lerp(t.index_select(0, r0 + i0), t.index_select(0, r0 + i1), au)
-        b = torch.lerp(t.index_select(0, r1 + i0), t.index_select(0, r1 + i1), au)
-        return torch.lerp(a, b, av)
+        """[N, 3] bilinear noise at texel coordinates (u, v), wrapped (one ``grid_sample``)."""
+        n = self.n
+        gx = torch.remainder(u, n) * (2.0 / n) - 1
+        gy = torch.remainder(v, n) * (2.0 / n) - 1
+        grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)
+        out = torch.nn.functional.grid_sample(self.img, grid, mode="bilinear", padding_mode="border",
+                                              align_corners=True)
+        return out[0, :, 0].T
 
 
 def _line_cov(e: torch.Tensor, hw: float, w: torch.Tensor) -> torch.Tensor:
@@ -218,7 +217,7 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
     wrap = torch.zeros(N, device=mat.device)
     # two planar lookups (x-z and y-z planes) make a roughly isotropic solid texture
     nz = 0.5 * (noise(world[:, 0] * 6 + 0.31 * world[:, 1], world[:, 2] * 6) +
-                noise.nearest(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
+                noise(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
     fine = (nz[:, 0] - 0.5) * 1.8 + 0.5
     med = (nz[:, 1] - 0.5) * 1.8 + 0.5
 

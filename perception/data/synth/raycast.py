@@ -224,6 +224,8 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
     M = np.einsum("pij,cjk->cpik", prims["R"], np.transpose(R_cam_world, (0, 2, 1)))   # [C, P, 3, 3]
     kinds = prims["kind"][pidx]
     hits_t, hits_pix, hits_prim = [], [], []
+    raw_pix: list[torch.Tensor] = []
+    raw_obj: list[torch.Tensor] = []
     rx, ry = ray_xy
     for kind in (BOX, CYL, ELL):
         sel = np.nonzero(kinds == kind)[0]
@@ -240,21 +242,28 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
         dl = tuple(torch.addcmul(torch.addcmul(col[3 * k + 2], col[3 * k], xs), col[3 * k + 1], ys)
                    for k in range(3))
         t = intersect(kind, (col[9], col[10], col[11]), dl, (col[12], col[13], col[14]))
-        p_ = torch.as_tensor(ps, device=device)
-        hit = t < far
-        hits_t.append(t[hit])
-        hits_pix.append(pix[hit])
-        hits_prim.append(p_[:, None].expand(-1, S)[hit])
+        hits_t.append(t.view(-1))
+        hits_pix.append(pix.view(-1))
+        hits_prim.append(torch.as_tensor(ps, device=device).repeat_interleave(S))
+        if label_objects is not None:
+            # amodal hits of labelled objects: compact only the rows of labelled primitives
+            lab_rows = np.nonzero(label_objects[ps] > 0)[0]
+            if len(lab_rows):
+                lr = torch.as_tensor(lab_rows, device=device)
+                tl = t.index_select(0, lr)
+                r_, s_ = torch.nonzero(tl < far, as_tuple=True)
+                obj_rows = torch.as_tensor(label_objects[ps[lab_rows]], device=device)
+                raw_pix.append(pix.index_select(0, lr)[r_, s_])
+                raw_obj.append(obj_rows[r_])
     t_all = torch.cat(hits_t)
     pix_all = torch.cat(hits_pix)
     prim_all = torch.cat(hits_prim)
+    # misses carry t = inf and leave the z-buffer unchanged
     zbuf.scatter_reduce_(0, pix_all, t_all, reduce="amin")
-    win = t_all <= zbuf[pix_all]
-    winner[pix_all[win]] = prim_all[win]
+    win = torch.nonzero((t_all <= zbuf.index_select(0, pix_all)) & (t_all < far)).squeeze(1)
+    winner.index_put_((pix_all.index_select(0, win),), prim_all.index_select(0, win))
     raw = None
     if label_objects is not None:
-        obj_t = torch.as_tensor(label_objects, device=device)
-        o = obj_t[prim_all]
-        lab = o > 0
-        raw = {"pix": pix_all[lab], "obj": o[lab]}
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        raw = {"pix": torch.cat(raw_pix) if raw_pix else empty, "obj": torch.cat(raw_obj) if raw_obj else empty}
     return winner, raw

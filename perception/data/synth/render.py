@@ -30,6 +30,7 @@ from perception.geometry import Camera, Rig
 log = logging.getLogger(__name__)
 
 FAR = 3000.0
+GROUND_RANGE = 320.0
 
 
 @dataclass
@@ -220,9 +221,9 @@ class Renderer:
             py = og[:, 1] + tg * dg[:, 1]
             foot = tg * lg / take(g.fx, cg)
             foot_long = foot * lg / (-dg[:, 2]).clamp_min(1e-4)
-            rad_s = 1.2 * fr.layout.outer + 400
-            segs = fr.layout.near_segments(float(ego[0, 3]), float(ego[1, 3]), 2 * rad_s)
-            crs = fr.layout.near_crossings(float(ego[0, 3]), float(ego[1, 3]), 2 * rad_s)
+            # road pieces within GROUND_RANGE of the ego paint the ground (beyond: terrain, in the fog)
+            segs = fr.layout.near_segments(float(ego[0, 3]), float(ego[1, 3]), GROUND_RANGE)
+            crs = fr.layout.near_crossings(float(ego[0, 3]), float(ego[1, 3]), GROUND_RANGE)
             alb, sg, gloss = materials.ground(px, py, foot, foot_long, fr.layout, segs, crs, fr.extras_palette,
                                               nb, lt.wet)
             alb = alb * (1 - 0.45 * gloss[:, None])           # wet surfaces are darker
