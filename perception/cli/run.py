@@ -120,10 +120,21 @@ def single_camera_rig(source: str, calib: Path | None, camera: str | None):
 
     if calib is not None:
         try:
+            import yaml
+            data = yaml.safe_load(Path(calib).read_text()) if Path(calib).is_file() else None
+            if isinstance(data, dict) and "cameras" not in data and "K" not in data:
+                raise CalibrationError(f"{calib}: missing field 'K'")  # a one-camera file without K
             cam = load_camera(calib, camera)
-        except CalibrationError as exc:
-            fail(str(exc))
+        except (CalibrationError, yaml.YAMLError) as exc:
+            fail(str(exc).splitlines()[0])
         return Rig(cam.name, [cam])
+    from perception.pipeline.sources import SynthSource, source_kind
+    if source_kind(source) == "synth":
+        try:
+            cam = SynthSource(source).camera_model
+        except SourceError as exc:
+            fail(str(exc))
+        return Rig("synth", [cam])
     try:
         w, h = probe_size(source)
     except SourceError as exc:

@@ -106,9 +106,11 @@ def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 class VideoFileSource(Source):
-    """A recorded video. A corrupt or truncated stretch is skipped and counted (``errors['decode']``):
-    when a read fails before the container's frame count, the next ``max_skip`` frames are tried
-    before giving up, so everything that can be decoded is delivered."""
+    """A recorded video. Undecodable frames are skipped and counted (``errors['decode']``): after a
+    failed read up to ``max_skip`` further reads are tried, so everything after a corrupt stretch
+    that can still be decoded is delivered. Stopping before the container's frame count is
+    counted as ``errors['truncated']``. (An MP4 cut before its index (``moov``) cannot be opened
+    at all: that is an open error.)"""
 
     kind = "video"
 
@@ -119,6 +121,7 @@ class VideoFileSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
         self._loops = 0
+        self.delivered = 0
 
     def _open(self) -> None:
         if not Path(self.spec).is_file():
@@ -137,7 +140,7 @@ class VideoFileSource(Source):
         assert self._cap is not None
         if self.finished:
             return False, None, 0.0
-        skipped = 0
+        failures = 0
         while True:
             try:
                 ok, frame = self._cap.read()
@@ -145,26 +148,29 @@ class VideoFileSource(Source):
                 ok, frame = False, None
                 self.last_error = str(exc).splitlines()[0]
             if ok and frame is not None and frame.size:
+                if failures:  # frames were lost in the middle of the file
+                    self.errors["decode"] += failures
+                    log.warning("%s: %d undecodable frame(s) before frame %d; skipped", self.name, failures,
+                                self._index)
+                pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) - 1
+                self._index = pos if pos >= self._index else self._index   # container position when sane
                 ts = (self._index + self._loops * max(self.frame_count, 1)) / self.fps
                 self._index += 1
+                self.delivered += 1
                 return True, _bgr_to_rgb(frame), ts
-            # a failed read: the end, or a broken frame in the middle
-            if self.frame_count and self._index < self.frame_count - 1 and skipped < self.max_skip:
-                self.errors["decode"] += 1
-                self.last_error = f"cannot decode frame {self._index} of {self.frame_count}"
-                log.warning("%s: %s; skipping", self.name, self.last_error)
-                self._index += 1
-                skipped += 1
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, self._index)
+            failures += 1
+            if failures < self.max_skip:
                 continue
-            if self.frame_count and self._index < self.frame_count - 1:
+            # the end (or a tail that never decodes again)
+            if self.frame_count and self.delivered + self.errors["decode"] < self.frame_count - 1 and not self._loops:
                 self.errors["truncated"] += 1
-                log.warning("%s: decoding stopped at frame %d of %d (truncated or corrupt video)",
-                            self.name, self._index, self.frame_count)
-            if self.loop and self._index > 0:
+                log.warning("%s: decoding stopped after %d of %d frames (truncated or corrupt video)",
+                            self.name, self.delivered, self.frame_count)
+            if self.loop and self.delivered > 0:
                 self._loops += 1
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 self._index = 0
+                failures = 0
                 continue
             self.finished = True
             return False, None, 0.0
@@ -265,53 +271,66 @@ class CaptureDeviceSource(Source):
 
 class _SynthWorld:
     """One live synthetic world shared by the ``synth://`` sources of a rig: rendered once per
-    tick for all cameras, each camera's source takes its image. Lazy: imports the renderer only
-    when a ``synth://`` source is opened."""
+    tick for all cameras, each camera's source takes its image. Lazy: imports the renderer
+    (:mod:`perception.data.synth`) only when a ``synth://`` source is opened."""
 
     _shared: dict[str, "_SynthWorld"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, key: str, params: dict[str, str]) -> None:
+    def __init__(self, params: dict[str, str]) -> None:
         try:
-            from perception.data import synth as synth_mod  # noqa: F401
-            from perception.data.synth import SynthDataset  # type: ignore[attr-defined]
+            from perception.data.synth import Renderer, World, make_front_wide, make_surround6
         except ImportError as exc:
             raise SourceError(f"synth://: the synthetic renderer is not available ({exc})") from None
-        seed = int(params.get("seed", 0))
-        fps = float(params.get("fps", 10))
-        kwargs: dict[str, Any] = {"seed": seed}
-        if "rig" in params:
-            kwargs["rig"] = params["rig"]
-        if "size" in params:
-            h, w = (int(v) for v in params["size"].lower().split("x"))
-            kwargs["size"] = (h, w)
-        try:
-            self.dataset = SynthDataset(**kwargs)
-        except TypeError:
-            self.dataset = SynthDataset(seed=seed)
-        self.fps = fps
-        self.key = key
+        from perception.geometry import Rig
+
+        rig_name = params.get("rig", "surround6")
+        if rig_name == "surround6":
+            rig = make_surround6()
+        elif rig_name == "front_wide":
+            rig = make_front_wide()
+        elif Path(rig_name).is_file():
+            rig = Rig.load(rig_name)
+        else:
+            raise SourceError(f"synth://: unknown rig {rig_name!r} (surround6, front_wide or a rig YAML path)")
+        h, w = (int(v) for v in params.get("size", "256x448").lower().split("x"))
+        self.rig = rig.scaled(w, h)
+        self.world = World(seed=int(params.get("seed", 0)))
+        self.renderer = Renderer(self.rig)
+        self.fps = float(params.get("fps", 10))
         self._frames: dict[int, Any] = {}
-        self._cond = threading.Condition()
+        self._next = 0
+        self._lock_frames = threading.Lock()
 
     @classmethod
     def get(cls, key: str, params: dict[str, str]) -> "_SynthWorld":
         with cls._lock:
             if key not in cls._shared:
-                cls._shared[key] = cls(key, params)
+                cls._shared[key] = cls(params)
             return cls._shared[key]
 
+    @classmethod
+    def release(cls, key: str) -> None:
+        with cls._lock:
+            cls._shared.pop(key, None)
+
     def frame(self, index: int) -> Any:
-        with self._cond:
-            if index not in self._frames:
-                self._frames[index] = self.dataset[index]
-                for old in [k for k in self._frames if k < index - 4]:
-                    del self._frames[old]
-            return self._frames[index]
+        """The rendered :class:`Sample` of tick ``index`` (rendered once, shared by all cameras)."""
+        with self._lock_frames:
+            while self._next <= index:
+                self._frames[self._next] = self.renderer(self.world)
+                self.world.step(1.0 / self.fps)
+                self._next += 1
+            for old in [k for k in self._frames if k < index - 8]:
+                del self._frames[old]
+            return self._frames.get(index)
 
 
 class SynthSource(Source):
-    """``synth://?seed=S&camera=NAME&fps=F&frames=N``: one camera of a live synthetic world."""
+    """``synth://?seed=S&camera=NAME&rig=surround6&size=256x448&fps=F&frames=N``: one camera of a
+    live synthetic world (all cameras of one spec share one world and one render per tick).
+    The CPU renderer takes seconds per six-camera frame; use a GPU or the pre-rendered
+    ``data/sample_drive/`` for real-time work."""
 
     kind = "synth"
 
@@ -325,10 +344,20 @@ class SynthSource(Source):
         self._world: _SynthWorld | None = None
 
     def _open(self) -> None:
-        key = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "camera")
-        self._world = _SynthWorld.get(key, self.params)
+        self._key = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()) if k != "camera")
+        self._world = _SynthWorld.get(self._key, self.params)
+        if self.camera not in self._world.rig.names:
+            raise SourceError(f"{self.spec}: the synthetic rig has no camera {self.camera!r} "
+                              f"(has {', '.join(self._world.rig.names)})")
         self.fps = self._world.fps
         self.frame_count = self.max_frames
+
+    @property
+    def camera_model(self):
+        """The calibrated :class:`Camera` of this synthetic camera (after :meth:`open`)."""
+        if self._world is None:
+            self.open()
+        return self._world.rig[self.camera]
 
     def _read(self) -> tuple[bool, np.ndarray | None, float]:
         assert self._world is not None
@@ -336,8 +365,7 @@ class SynthSource(Source):
             self.finished = True
             return False, None, 0.0
         sample = self._world.frame(self._i)
-        names = [c.name for c in sample.cameras]
-        idx = names.index(self.camera) if self.camera in names else 0
+        idx = sample.camera_names.index(self.camera)
         ts = self._i / self.fps
         self._i += 1
         return True, sample.images[idx], ts
