@@ -300,13 +300,36 @@ def test_eval_cli_rejects_bad_input(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "--data is required" in r.output
     r = runner.invoke(app, ["eval", "--model", "nope", "--dataset", "synth", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "unknown model" in r.output
-    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--backend", "onnx",
+    r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--backend", "trt",
                             "--out", str(tmp_path)])
-    assert r.exit_code == 1 and "onnx" in r.output
+    assert r.exit_code == 1 and "--backend must be torch or onnx" in r.output
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path / "no-models")
     r = runner.invoke(app, ["eval", "--model", "rep-n", "--dataset", "synth", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "no shipped weights" in r.output and "--random-weights" in r.output
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.shared_data
+def test_onnx_backend_gives_the_torch_metrics(shared_data, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    from perception.data.readers import KittiReader
+    from perception.eval.runner import EvalOptions, evaluate, make_backend_predictor
+    from perception.nn import create_model
+
+    monkeypatch.setenv("PERCEPTION_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = create_model("rep-n").eval()
+    opts = EvalOptions(dataset="kitti", size=(128, 416), score_thresh=0.001)
+    res = {}
+    for backend in ("torch", "onnx"):
+        pred = make_backend_predictor(model, backend, score_thresh=opts.score_thresh, iou_thresh=0.6, max_det=100)
+        samples = KittiReader(shared_data / "kitti_000008")
+        res[backend] = evaluate(pred, samples, opts, num_frames=1, dense_depth=False).metrics
+    assert res["onnx"]["depth"]["images"] == 1
+    for k in ("abs_rel", "rmse", "a1", "abs_rel_median_scaled"):
+        assert res["onnx"]["depth"][k] == pytest.approx(res["torch"]["depth"][k], rel=1e-3, abs=1e-4), k
+    assert res["onnx"]["detection"]["num_gt"] == res["torch"]["detection"]["num_gt"]
 
 
 @pytest.mark.slow

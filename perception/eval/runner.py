@@ -16,8 +16,8 @@ outside the centre crop are ignored and the others clipped to it.
 The model stage is anything :func:`as_predictor` understands: a :class:`PerceptionNet`, an
 object returning the raw ``{"depth", "det"}`` outputs (the pipeline / deploy backends), an
 object with ``predict(images, intrinsics)`` or a plain callable returning detections (and
-optionally depth). ``backend="onnx"`` goes through :mod:`perception.deploy.backends` once
-that module provides it and fails with a clear message until then.
+optionally depth). ``backend="onnx"`` runs the ONNX Runtime backend of
+:mod:`perception.deploy.backends` (raw outputs, decoded here exactly like the torch ones).
 """
 
 from __future__ import annotations
@@ -208,20 +208,21 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
     raise EvalError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) nor a checkpoint file")
 
 
-def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", **kwargs: Any) -> Predictor:
+def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", device: str = "cpu",
+                           **kwargs: Any) -> Predictor:
     """``torch``: :class:`TorchPredictor`. ``onnx``: the ONNX Runtime backend of
-    :mod:`perception.deploy.backends` (``create_backend("onnx", model, ...)``) once it exists."""
+    :mod:`perception.deploy.backends` (registered with the pipeline's ``create_backend``; the
+    model is exported on first use), decoded like the torch outputs."""
     if backend == "torch":
-        return TorchPredictor(model, **kwargs)
+        return TorchPredictor(model, device=device, **kwargs)
     if backend == "onnx":
         try:
-            from perception.deploy import backends as deploy_backends  # type: ignore[attr-defined]
-            factory = deploy_backends.create_backend
-        except (ImportError, AttributeError):
-            raise EvalError("backend 'onnx' is not available yet: the ONNX Runtime backend "
-                            "(perception/deploy/backends.py) is not built; use --backend torch") from None
+            import perception.deploy.backends  # noqa: F401  (registers "onnx" with the pipeline)
+            from perception.pipeline.backends import create_backend
+        except ImportError as exc:
+            raise EvalError(f"backend 'onnx' is not available: {exc} (pip install -e '.[onnx]')") from None
         try:
-            impl = factory("onnx", model)
+            impl = create_backend("onnx", model, device)
         except Exception as exc:  # noqa: BLE001 - any failure of the optional runtime is a clear user error
             raise EvalError(f"backend 'onnx' could not be created: {exc}") from None
         return as_predictor(impl, classes=model.classes, **kwargs)
