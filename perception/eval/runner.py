@@ -383,9 +383,15 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
         images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
         K = torch.from_numpy(np.stack([p.camera.K for p in pre])).float()
         out = predictor(images, K)
+        if len(out.detections) != len(pre):
+            raise EvalError(f"the model returned detections for {len(out.detections)} images, expected {len(pre)}")
         depth = out.depth
         if depth is not None:
-            depth = depth.detach().float().cpu().reshape(len(pre), -1, *opts.size)[:, 0].numpy()
+            depth = torch.as_tensor(depth).detach().float().cpu()
+            if depth.numel() != len(pre) * opts.size[0] * opts.size[1]:
+                raise EvalError(f"the model's depth has shape {tuple(depth.shape)}, expected "
+                                f"[{len(pre)}, 1, {opts.size[0]}, {opts.size[1]}]")
+            depth = depth.reshape(len(pre), *opts.size).numpy()
         pred_objs = []
         for c, p in enumerate(pre):
             d = out.detections[c]
