@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from perception.cli.app import bench_app, console, fail, not_built
+from perception.cli.app import bench_app, console, fail
 
 
 def _mb(nbytes: float) -> str:
@@ -70,10 +70,40 @@ def bench_model_command(
     console.print(f"saved {out}")
 
 
-@bench_app.command(
-    "pipeline",
-    help="End-to-end pipeline benchmark (decode to BEV to rendered frame).",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def bench_pipeline(ctx: typer.Context) -> None:
-    not_built("bench pipeline", "issue 5 (pipeline)")
+@bench_app.command("pipeline", help="End-to-end pipeline frames/s (decode to BEV to rendered frame), per stage.")
+def bench_pipeline(
+    frames: int = typer.Option(60, help="Synchronised frames per case (file sources loop)."),
+    dashcam: Path = typer.Option(None, help="1280x720 dashcam video for the single-camera case "
+                                 "(default: a synthetic 1280x720 clip)."),
+    threads: int = typer.Option(None, help="torch.set_num_threads (default: torch's choice)."),
+    case: list[str] = typer.Option(None, "--case", help="Only these cases (index 0, 1, 2 or name)."),
+    out: Path = typer.Option(Path("runs/bench/pipeline.json"), help="JSON output path."),
+) -> None:
+    from perception.cli.app import setup_logging
+    from perception.pipeline.bench import bench_pipeline as run_bench
+
+    setup_logging(False)
+    if frames < 2:
+        fail("--frames must be >= 2")
+    if dashcam is not None and not dashcam.is_file():
+        fail(f"{dashcam}: no such video")
+    with console.status("benchmarking the pipeline") as status:
+        result = run_bench(frames, dashcam, threads, case or None,
+                           progress=lambda name: status.update(f"[bold]{name}[/]"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    env = result["env"]
+    table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores, "
+                        f"{env['threads']} torch threads)  torch {env['torch']}  {env['date']}")
+    stages = ("preprocess", "model", "decode", "lift", "bev", "track", "render", "sinks", "total")
+    for col in ("case", "frames", "frames/s", *[f"{s} ms" for s in stages], "load"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        table.add_row(r["case"], str(r["frames"]), f"{r['fps']:.2f}",
+                      *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages],
+                      f"{r['load_before']:.1f}/{r['load_after']:.1f}")
+    typer.echo("")
+    console.print(table)
+    console.print(f"timed: {result['timed']}")
+    console.print(f"saved {out}")

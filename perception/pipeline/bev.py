@@ -7,7 +7,9 @@ at the centre by default: 100 m x 100 m at 0.25 m/px, i.e. 400 x 400).
   perspective mapping (one ``cv2.remap`` per camera with maps computed once per camera) and
   the cameras are blended with feathered weights (distance to the edge of each camera's
   footprint, times a preference for nearby ground where the resolution is best), so overlaps
-  have no seams.
+  have no seams. Per BEV pixel the two best cameras are blended; the cameras are stacked in
+  one atlas image so a frame costs two ``cv2.remap`` and one ``cv2.blendLinear`` whatever the
+  number of cameras (tables cached per set of active cameras).
 - **Occupancy**: depth points above the ground (``obstacle_z`` band) are occupied, points on
   the ground (``|z| < ground_z``) free, everything else unknown. Evidence accumulates as
   log-odds with exponential decay ``L <- decay * L + measurement`` which damps flicker and
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BEVConfig", "GroundMosaic", "OccupancyGrid", "FusedObject", "fuse_objects", "BEVState"]
 
 VEHICLES = {"car", "truck", "bus"}
+_GAP = 2  # replicated rows between the cameras in the remap atlas
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class GroundMosaic:
     def __init__(self, spec: BEVSpec, feather_px: float = 24.0) -> None:
         self.spec, self.feather_px = spec, feather_px
         self._tables: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._atlas: dict[tuple, tuple] = {}
 
     def tables(self, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(map_x, map_y, weight [H,W] float32, footprint bool)`` for one camera (computed once)."""
@@ -87,20 +91,63 @@ class GroundMosaic:
             self._tables[key] = (map_x, map_y, weight, valid)
         return self._tables[key]
 
-    def __call__(self, images: list[np.ndarray | None], cameras: list[Camera | None]) -> np.ndarray:
-        """Blended RGB ground image (uint8 [H, W, 3]); black where no camera sees the ground."""
+    def _atlas_tables(self, cameras: list[Camera | None]) -> tuple:
+        """Per BEV pixel the best and second-best camera (by blend weight) as remap tables into
+        an atlas of the camera images stacked vertically, and the blend weight of the best one.
+        Cached per set of active cameras, so a frame costs two remaps and one blend."""
+        key = tuple((c.name, c.width, c.height, c.K.tobytes(), c.T_ego_cam.tobytes()) if c is not None else None
+                    for c in cameras)
+        hit = self._atlas.get(key)
+        if hit is not None:
+            return hit
         h, w = self.spec.shape
-        acc = np.zeros((h, w, 3), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        for img, cam in zip(images, cameras):
-            if img is None or cam is None:
-                continue
-            map_x, map_y, weight, _ = self.tables(cam)
-            warped = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            acc += warped.astype(np.float32) * weight[..., None]
-            wsum += weight
-        out = acc / np.maximum(wsum, 1e-6)[..., None]
-        return np.clip(out, 0, 255).astype(np.uint8)
+        active = [(i, c) for i, c in enumerate(cameras) if c is not None]
+        width = max(c.width for _, c in active)
+        weights = np.zeros((len(active) + 1, h, w), np.float32)  # slot 0: nobody
+        mx = np.full((len(active) + 1, h, w), -1e4, np.float32)
+        my = np.full((len(active) + 1, h, w), -1e4, np.float32)
+        offsets, y0 = [], 0
+        for k, (_, cam) in enumerate(active, start=1):
+            map_x, map_y, weight, valid = self.tables(cam)
+            weights[k] = weight
+            mx[k] = np.where(valid, map_x, -1e4)
+            my[k] = np.where(valid, map_y + y0 + _GAP, -1e4)
+            offsets.append(y0)
+            y0 += cam.height + 2 * _GAP
+        order = np.argsort(-weights, axis=0)
+        best, second = order[0], order[1]
+        w1 = np.take_along_axis(weights, best[None], 0)[0]
+        w2 = np.take_along_axis(weights, second[None], 0)[0]
+        tot = w1 + w2
+        a1 = np.where(tot > 0, w1 / np.maximum(tot, 1e-9), 0).astype(np.float32)
+        a2 = np.where(tot > 0, w2 / np.maximum(tot, 1e-9), 0).astype(np.float32)
+        take = lambda m, idx: np.take_along_axis(m, idx[None], 0)[0]  # noqa: E731
+        out = (take(mx, best), take(my, best), take(mx, second), take(my, second), a1, a2,
+               [i for i, _ in active], width, y0)
+        self._atlas[key] = out
+        if len(self._atlas) > 32:
+            self._atlas.pop(next(iter(self._atlas)))
+        return out
+
+    def __call__(self, images: list[np.ndarray | None], cameras: list[Camera | None]) -> np.ndarray:
+        """Blended RGB ground image (uint8 [H, W, 3]); black where no camera sees the ground.
+        Images that are None (stale or invalid cameras) are left out."""
+        cams = [c if (img is not None and c is not None) else None for img, c in zip(images, cameras)]
+        if not any(c is not None for c in cams):
+            return np.zeros((*self.spec.shape, 3), np.uint8)
+        m1x, m1y, m2x, m2y, a1, a2, idx, width, height = self._atlas_tables(cams)
+        atlas = np.zeros((height, width, 3), np.uint8)
+        y = 0
+        for i in idx:  # each image between _GAP replicated rows, so bilinear sampling never mixes cameras
+            img = images[i]
+            hh, ww = img.shape[:2]
+            atlas[y:y + _GAP, :ww] = img[:1]
+            atlas[y + _GAP:y + _GAP + hh, :ww] = img
+            atlas[y + _GAP + hh:y + 2 * _GAP + hh, :ww] = img[-1:]
+            y += hh + 2 * _GAP
+        r1 = cv2.remap(atlas, m1x, m1y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        r2 = cv2.remap(atlas, m2x, m2y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.blendLinear(r1, r2, a1, a2)
 
     def footprint(self, camera: Camera) -> np.ndarray:
         return self.tables(camera)[3]

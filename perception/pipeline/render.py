@@ -139,7 +139,8 @@ class Renderer:
             tile = np.full((th, tw, 3), 40, np.uint8)
             _text(tile, f"{frame.names[i]}: NO SIGNAL (stale)", (8, th // 2), 0.55, (0, 0, 255))
             return tile
-        tile = cv2.cvtColor(cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+        interp = cv2.INTER_AREA if img.shape[1] > 2 * tw else cv2.INTER_LINEAR
+        tile = cv2.cvtColor(cv2.resize(img, (tw, th), interpolation=interp), cv2.COLOR_RGB2BGR)
         net = frame.net_cameras[i]
         sx, sy = tw / net.width, th / net.height
         for obj in frame.objects:
@@ -154,7 +155,7 @@ class Renderer:
                   0.4, (0, 0, 0), color)
         if self.config.depth_inset and frame.depth and frame.depth[i] is not None:
             iw, ih = tw // 4, th // 4
-            inset = cv2.resize(colorize_depth(frame.depth[i]), (iw, ih), interpolation=cv2.INTER_AREA)
+            inset = colorize_depth(cv2.resize(frame.depth[i], (iw, ih), interpolation=cv2.INTER_NEAREST))
             tile[th - ih - 2:th - 2, tw - iw - 2:tw - 2] = inset
             cv2.rectangle(tile, (tw - iw - 3, th - ih - 3), (tw - 2, th - 2), (255, 255, 255), 1)
         if frame.valid and not frame.valid[i]:

@@ -1,0 +1,131 @@
+"""``perception bench pipeline``: end-to-end frames/s of the whole pipeline.
+
+What is timed: from the capture threads' decoding to the last sink (video encode, JSONL), for
+synchronised frames, after a model warm-up; frames/s = frames / wall time of the run. Stage
+medians come from the engine's timers (each stage measured around its ``__call__``; stages
+overlap in the pipelined engine, so they do not add up to 1 / fps). The system load (1-minute
+load average) is recorded before and after, since a shared machine changes the figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import torch
+
+from perception.pipeline.bev import BEVConfig
+from perception.pipeline.runner import Pipeline, PipelineOptions, build_rig, load_model
+from perception.pipeline.synthetic import surround_rig, write_clip
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BenchCase", "default_cases", "run_case", "bench_pipeline", "environment"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class BenchCase:
+    name: str
+    rig: Path
+    model: str
+    size: tuple[int, int]
+    render: bool = True
+    frames: int = 60
+    loop: bool = True
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
+            "torch": torch.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
+
+
+def six_camera_rig(workdir: Path, frames: int = 60) -> Path:
+    """The sample drive's rig when it exists, else a synthetic six-camera 256x448 clip in ``workdir``."""
+    sample = ROOT / "data" / "sample_drive" / "rig.yaml"
+    if sample.is_file():
+        return sample
+    return write_clip(workdir / "six", surround_rig(6, 448, 256), frames)
+
+
+def dashcam_rig(workdir: Path, video: Path | None, frames: int = 60) -> Path:
+    """A one-camera rig on ``video`` (1280x720, calibrated as data/rigs/dashcam_1280x720.yaml), or on a
+    synthetic 1280x720 clip when no video is given."""
+    from perception.geometry import Camera, Rig
+    calib = Rig.load(ROOT / "data" / "rigs" / "dashcam_1280x720.yaml").cameras[0]
+    if video is None or not Path(video).is_file():
+        one = Rig("dashcam", [calib])
+        return write_clip(workdir / "dash", one, frames, fps=25.0)
+    cam = Camera(calib.name, calib.width, calib.height, calib.K, calib.dist, calib.T_ego_cam, source=str(video))
+    path = workdir / "dashcam.yaml"
+    Rig("dashcam", [cam]).save(path)
+    return path
+
+
+def default_cases(workdir: Path, frames: int = 60, dashcam_video: Path | None = None) -> list[BenchCase]:
+    six = six_camera_rig(workdir, frames)
+    return [BenchCase("six-camera 256x448 rep-n, rendering on", six, "rep-n", (256, 448), True, frames),
+            BenchCase("six-camera 256x448 rep-n, rendering off", six, "rep-n", (256, 448), False, frames),
+            BenchCase("dashcam 1280x720 rep-s 384x640, rendering on", dashcam_rig(workdir, dashcam_video, frames),
+                      "rep-s", (384, 640), True, frames)]
+
+
+def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, Any]:
+    rig, sources = build_rig(case.rig)
+    model, name, trained = load_model(case.model)
+    opts = PipelineOptions(model=case.model, size=case.size, out=out, render=case.render, max_frames=case.frames,
+                           loop=case.loop, bev=BEVConfig(), pipelined=pipelined)
+    load_before = _load()
+    pipe = Pipeline(rig, sources, opts, model=model, model_name=name)
+    summary = pipe.run()
+    pipe.close()
+    return {"case": case.name, "cameras": len(rig), "camera_size": list(rig.cameras[0].size), "model": name,
+            "trained_weights": trained, "network_size": list(case.size), "render": case.render,
+            "pipelined": pipelined, "frames": summary["frames"], "fps": summary["fps"],
+            "latency_ms": summary["latency_ms"], "dropped_frames": summary["dropped_frames"],
+            "errors": summary["errors"], "load_before": load_before, "load_after": _load(),
+            "source": str(case.rig)}
+
+
+def bench_pipeline(frames: int = 60, dashcam_video: Path | None = None, threads: int | None = None,
+                   cases: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    if threads:
+        torch.set_num_threads(threads)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        work = Path(tmp)
+        for k, case in enumerate(default_cases(work, frames, dashcam_video)):
+            if cases and str(k) not in cases and case.name not in cases:
+                continue
+            if progress:
+                progress(case.name)
+            results.append(run_case(case, work / f"out{k}"))
+    return {"env": environment(), "results": results,
+            "timed": "end to end: capture/decode -> preprocess -> model -> decode -> lift -> BEV -> track -> "
+                     "render -> sinks (video.mp4 + detections.jsonl), synchronised multi-camera frames, "
+                     "after 2 warm-up forwards; fps = frames / wall time; stages overlap (pipelined threads)"}
