@@ -6,6 +6,9 @@ the median over ``--frames`` frames after ``--warmup`` untimed frames (the world
 10 Hz between frames; stepping is not timed). Prints one summary line and optionally JSON.
 
     python benchmarks/synth_speed.py --threads 2 --size 256x448 --frames 30
+
+On a CPU shared with other busy processes, OpenMP's default spin-waiting makes 2 torch
+threads very slow; run with ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) there.
 """
 
 from __future__ import annotations
@@ -38,28 +41,33 @@ def main() -> None:
     renderer = Renderer(rig, args.device)
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed = max(1, args.frames // len(seeds))
-    times = []
+    times, cpu = [], []
     for seed in seeds:
         world = World(seed, WorldConfig(duration=per_seed / 10 + 2))
         for k in range(args.warmup + per_seed):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
+            c0 = time.process_time()
             renderer(world)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             if k >= args.warmup:
                 times.append(dt)
+                cpu.append(time.process_time() - c0)
             world.step(0.1)
     med = statistics.median(times)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     res = {"cameras": len(rig), "size": [h, w], "frames_timed": len(times), "median_ms": round(med * 1000, 1),
            "fps": round(1 / med, 2), "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 1),
+           "cpu_ms_per_frame": round(statistics.median(cpu) * 1000, 1),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
            "threads": args.threads, "device": args.device, "torch": torch.__version__,
            "python": platform.python_version(), "loadavg": [round(x, 2) for x in load]}
     print(f"synth render: {res['fps']:.2f} six-camera frames/s ({res['median_ms']:.1f} ms median, "
-          f"p90 {res['p90_ms']:.1f} ms) at {h}x{w}, {args.threads} threads, {args.device}; "
+          f"p90 {res['p90_ms']:.1f} ms, process CPU {res['cpu_ms_per_frame']:.0f} ms/frame) at {h}x{w}, "
+          f"{args.threads} threads, {args.device}, OMP_WAIT_POLICY={res['omp_wait_policy']}; "
           f"load average {res['loadavg']}")
     if args.json:
         with open(args.json, "w") as f:

@@ -82,6 +82,31 @@ class _CamGroup:
         self.ray_xy = (self.rays[..., 0].reshape(-1, tile * tile).contiguous(),
                        self.rays[..., 1].reshape(-1, tile * tile).contiguous())
         self.vignette = effects.vignette(self.H, self.W, 0.25, device)
+        self.ground = self._ground_cache(cams, tm, device)
+
+    @staticmethod
+    def _ground_cache(cams: list[Camera], rays_tm: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per pixel (tile-major): exact ground depth ``t`` (inf: no hit within FAR), the hit in
+        the ego frame, pixel footprints, Fresnel term and viewing distance (float64 maths)."""
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "xe", "ye", "foot", "foot_long", "fresnel", "dist")}
+        for c, r in zip(cams, rays_tm):
+            d = r @ c.T_ego_cam[:3, :3].T                                          # ego-frame rays, cam z = 1
+            h = c.T_ego_cam[2, 3]
+            hit = d[:, 2] < -1e-9
+            t = np.where(hit, -h / np.where(hit, d[:, 2], -1.0), np.inf)
+            t = np.where(t < FAR, t, np.inf)
+            tf = np.where(np.isfinite(t), t, 0.0)
+            dl = np.linalg.norm(d, axis=1)
+            foot = tf * dl / c.fx
+            graz = np.clip(-d[:, 2] / dl, 1e-4, 1)
+            out["t"].append(t)
+            out["xe"].append(c.T_ego_cam[0, 3] + tf * d[:, 0])
+            out["ye"].append(c.T_ego_cam[1, 3] + tf * d[:, 1])
+            out["foot"].append(foot)
+            out["foot_long"].append(foot / graz)
+            out["fresnel"].append(0.04 + 0.96 * (1 - graz) ** 5)
+            out["dist"].append(tf * dl)
+        return {k: torch.as_tensor(np.concatenate(v), dtype=torch.float32, device=device) for k, v in out.items()}
 
     def to_image(self, x: torch.Tensor) -> torch.Tensor:
         """Tile-major per-pixel values [C*Hp*Wp, ...] -> row-major images [C, H, W, ...]."""
@@ -163,11 +188,10 @@ class Renderer:
         dirs = torch.bmm(g.rays, torch.as_tensor(R_wc, dtype=torch.float32, device=dev).transpose(1, 2))
         dirs = dirs.reshape(-1, 3)                                                   # [C*HWp, 3]
         cam_of = g.cam_of
-        oz = torch.as_tensor(origins[:, 2], dtype=torch.float32, device=dev)[:, None]
-        dz = dirs.view(C, HWp, 3)[:, :, 2]
-        # ground plane z = 0: t = -height / dz (exact); rays that never reach it within FAR see sky
-        t_ground = -oz / dz.clamp(max=-1e-7)
-        zbuf = torch.where((dz < -1e-7) & (t_ground < FAR), t_ground, torch.full_like(dz, math.inf)).view(-1)
+        # ground plane z = 0 (exact): the ego is flat on the ground, so each pixel's ground hit is
+        # fixed in the ego frame and cached per rig (see _CamGroup.ground)
+        gnd = g.ground
+        zbuf = gnd["t"].clone()
         prims = fr.prims
         winner, raw = raycast.cast(prims, origins, R_cw, g.tile_rects, (C, g.T, g.S), g.ray_xy, zbuf, dev, FAR,
                                    label_objects=prims["obj"] if self.opt.labels else None, grid=g.grid)
@@ -195,10 +219,7 @@ class Renderer:
             return rx * ego_t[0, 0] + ry * ego_t[1, 0], rx * ego_t[0, 1] + ry * ego_t[1, 1]
 
         def headlights(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-            xe, ye = ego_xy(px, py)
-            xe = xe - 3.5
-            cone = ((0.35 * xe + 1.0 - ye.abs()) / (0.1 * xe.clamp_min(0) + 0.5)).clamp(0, 1) * (xe > 0)
-            return cone * 2.5 / (1 + (xe / 18.0) ** 2)
+            return _headlights(*ego_xy(px, py))
 
         def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             return x.index_select(0, idx)
@@ -214,13 +235,12 @@ class Renderer:
         # ---------------- ground
         kg = torch.nonzero(is_ground).squeeze(1)
         if len(kg):
-            tg, dg, lg = take(t, kg), take(dirs, kg), take(dlen, kg)
-            cg = take(cam_of, kg)
-            og = take(org, cg)
-            px = og[:, 0] + tg * dg[:, 0]
-            py = og[:, 1] + tg * dg[:, 1]
-            foot = tg * lg / take(g.fx, cg)
-            foot_long = foot * lg / (-dg[:, 2]).clamp_min(1e-4)
+            tg = take(t, kg)
+            xe, ye = take(gnd["xe"], kg), take(gnd["ye"], kg)
+            cy_, sy_ = float(ego[0, 0]), float(ego[1, 0])
+            px = xe * cy_ - ye * sy_ + float(ego[0, 3])
+            py = xe * sy_ + ye * cy_ + float(ego[1, 3])
+            foot, foot_long = take(gnd["foot"], kg), take(gnd["foot_long"], kg)
             # road pieces within GROUND_RANGE of the ego paint the ground (beyond: terrain, in the fog)
             segs = fr.layout.near_segments(float(ego[0, 3]), float(ego[1, 3]), GROUND_RANGE)
             crs = fr.layout.near_crossings(float(ego[0, 3]), float(ego[1, 3]), GROUND_RANGE)
@@ -231,13 +251,12 @@ class Renderer:
             light = sun_col * (max(float(lt.sun_dir[2]), 0.0) * m[:, 0:1]) + amb * m[:, 1:2] * 1.1
             light = light + m[:, 2:5]
             if lt.night:
-                light = light + headlights(px, py)[:, None] * torch.tensor([1.0, 0.95, 0.85], device=dev)
+                light = light + _headlights(xe, ye)[:, None] * torch.tensor([1.0, 0.95, 0.85], device=dev)
             col = alb * light
             # wet / glossy reflection of the sky
-            grazing = (-dg[:, 2] / lg).clamp(0, 1)
-            fres = (0.04 + 0.96 * (1 - grazing) ** 5) * gloss
+            fres = take(gnd["fresnel"], kg) * gloss
             col = col + fres[:, None] * (hor * 0.8 + zen * 0.2)
-            col = effects.fog(col, tg * lg, lt.fog_density, fog_col)
+            col = effects.fog(col, take(gnd["dist"], kg), lt.fog_density, fog_col)
             rad.index_copy_(0, kg, col)
             sem.index_copy_(0, kg, sg)
         # ---------------- primitives
@@ -366,6 +385,13 @@ class Renderer:
                 im = effects.add_noise(im, self._sensor[key].sample(rngs[ci]), sigma)
             out.append(im)
         return out
+
+
+def _headlights(xe: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:
+    """Ego headlight intensity at ego-frame ground positions (a forward cone)."""
+    xe = xe - 3.5
+    cone = ((0.35 * xe + 1.0 - ye.abs()) / (0.1 * xe.clamp_min(0) + 0.5)).clamp(0, 1) * (xe > 0)
+    return cone * 2.5 / (1 + (xe / 18.0) ** 2)
 
 
 _CACHE: dict[tuple, Renderer] = {}

@@ -167,6 +167,7 @@ class World:
         self.time = 0.0
         self.index = 0
         self._next_id = 1
+        self._pose_cache: dict[int, dict[int, Asset]] = {}
         self.scenery = cfg.scenery or str(rng.choice(["urban", "suburban", "rural"], p=[0.45, 0.4, 0.15]))
         s_start = 150.0
         length = s_start + cfg.duration * (cfg.ego_speed[1] + 2) + 400
@@ -373,6 +374,17 @@ class World:
             return assets.pedestrian(rng, l, w, h, a.phase)
         return assets.cyclist(rng, l, w, h, a.phase)
 
+    def _animated_asset(self, a: Agent) -> Asset:
+        """Pedestrian / cyclist shape at its walk (pedal) phase, quantised to 16 poses and cached."""
+        k = int(round(a.phase / (2 * math.pi) * 16)) % 16
+        cache = self._pose_cache.setdefault(a.id, {})
+        if k not in cache:
+            phase = a.phase
+            a.phase = k * 2 * math.pi / 16
+            cache[k] = self._build_asset(a)
+            a.phase = phase
+        return cache[k]
+
     def _vehicle_class(self) -> str:
         return str(self.rng.choice(["car", "truck", "bus"], p=[0.82, 0.11, 0.07]))
 
@@ -547,7 +559,7 @@ class World:
         for a in self.agents:
             if math.hypot(a.x - ex, a.y - ey) > R:
                 continue
-            asset = a.asset if a.asset is not None else self._build_asset(a)
+            asset = a.asset if a.asset is not None else self._animated_asset(a)
             w = _prims_to_world(asset, a.x, a.y, a.yaw)
             n = len(asset)
             w["sem"] = np.full(n, SEM[a.cls])

@@ -57,6 +57,9 @@ def ground_maps(prims: dict[str, np.ndarray], objects: dict[str, np.ndarray], eg
     if len(prims["kind"]):
         near = (np.abs(prims["center"][:, 0] - ego_xy[0]) < extent + 40) & \
                (np.abs(prims["center"][:, 1] - ego_xy[1]) < extent + 40)
+        # small parts (wheels, arms, heads, lamps, sign plates) cast negligible shadows
+        hh = prims["half"]
+        near &= (hh[:, 2] >= 0.2) | (hh[:, 0] * hh[:, 1] >= 0.08)
         corners = box_corners(prims["center"][near], prims["half"][near], prims["R"][near])   # [P, 8, 3]
         if sun_on and sun_dir[2] > 0.02 and len(corners):
             k = np.clip(corners[..., 2:3], 0, None) / sun_dir[2]
