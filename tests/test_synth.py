@@ -17,6 +17,16 @@ from perception.geometry import transform_points
 H, W = 128, 224
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small renders gain nothing from 2 threads and, on a shared busy CPU, OpenMP spin-waits
+    make them many times slower; restore the session's setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def rig():
     return make_surround6().scaled(W, H)
