@@ -303,7 +303,6 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
         cap = (n[i, 2].abs() > 0.5) & (kind[i] == A.CYL)
         hub = cap & (r < 0.6)
         alb[i] = torch.where(hub[:, None], torch.full_like(color[i], 0.35), color[i] + 0.02 * fine[i, None])
-        spec[i] = 0.05
     # buildings: windows on floors, shop fronts, flat roofs
     i = sel(A.FACADE)
     if i is not None:
@@ -330,7 +329,7 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
         roof = color[i] * 0.45 + 0.05
         c = torch.where(win[:, None], glass_col, torch.where(up[:, None], roof, wall))
         alb[i] = c
-        spec[i] = torch.where(win, torch.full_like(z, 0.7), torch.full_like(z, 0.02))
+        spec[i] = torch.where(win, torch.full_like(z, 0.7), torch.zeros_like(z))
         if night:
             lit = win & (rnd > 0.55)
             emi[i] = torch.where(lit[:, None], torch.tensor([1.4, 1.0, 0.55], device=c.device) * (0.5 + rnd[:, None]),

@@ -249,7 +249,8 @@ class Renderer:
             alb = alb * (1 - 0.45 * gloss[:, None])           # wet surfaces are darker
             m = gmaps.sample(px, py)
             light = sun_col * (max(float(lt.sun_dir[2]), 0.0) * m[:, 0:1]) + amb * m[:, 1:2] * 1.1
-            light = light + m[:, 2:5]
+            if m.shape[1] > 2:
+                light = light + m[:, 2:5]
             if lt.night:
                 light = light + _headlights(xe, ye)[:, None] * torch.tensor([1.0, 0.95, 0.85], device=dev)
             col = alb * light
@@ -297,24 +298,37 @@ class Renderer:
             surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind)
             ndl = raycast.dot3(nw, sun)
             lam = ((ndl + surf.wrap) / (1 + surf.wrap)).clamp_min(0)
-            sky_amb = amb * (0.75 + 0.25 * nw[:, 2:3])          # hemisphere: darker facing down
-            m = gmaps.sample(world[:, 0], world[:, 1])
-            low = (world[:, 2] < 1.0).float()[:, None]
-            ao = 1 - low * (1 - m[:, 1:2]) * 0.5
-            light = sun_col * lam[:, None] + sky_amb * ao + m[:, 2:5] * 0.6
+            ambient = 0.75 + 0.25 * nw[:, 2]                      # hemisphere: darker facing down
             if lt.night:
-                light = light + headlights(world[:, 0], world[:, 1])[:, None] * 0.8
-            col = surf.albedo * light + surf.emissive
-            # specular: sun highlight + sky reflection (fresnel)
-            v = -do / lo_[:, None]
-            h = sun + v
-            h = h / raycast.dot3(h, h).sqrt().clamp_min(1e-6)[:, None]
-            nh = raycast.dot3(nw, h).clamp_min(0)
-            col = col + (surf.spec * (nh ** 60) * 2.0 * (ndl > 0))[:, None] * sun_col
-            nv = raycast.dot3(nw, v).clamp(0, 1)
-            refl_z = (2 * nv[:, None] * nw - v)[:, 2:3].clamp(0, 1)
-            fres = surf.spec * (0.06 + 0.94 * (1 - nv) ** 5)
-            col = col + fres[:, None] * (hor * (1 - refl_z) + zen * refl_z) * (0.25 if lt.night else 1.0)
+                m = gmaps.sample(world[:, 0], world[:, 1])
+                ambient = ambient * (1 - (world[:, 2] < 1.0).float() * (1 - m[:, 1]) * 0.5)
+                extra = m[:, 2:5] * 0.6 + headlights(world[:, 0], world[:, 1])[:, None] * 0.8
+            else:
+                # contact shadows only matter close to the ground: sample the map for those hits
+                low = torch.nonzero(world[:, 2] < 1.0).squeeze(1)
+                if len(low):
+                    ml = gmaps.sample(take(world[:, 0], low), take(world[:, 1], low))
+                    ambient = ambient.index_copy(0, low, take(ambient, low) * (1 - (1 - ml[:, 1]) * 0.5))
+                extra = None
+            light = torch.addcmul(sun_col * lam[:, None], amb, ambient[:, None])
+            if extra is not None:
+                light = light + extra
+            col = torch.addcmul(surf.emissive, surf.albedo, light)
+            # specular (sun highlight + Fresnel sky reflection) only where the material is glossy
+            ks_ = torch.nonzero(surf.spec > 0).squeeze(1)
+            if len(ks_):
+                nws, sp = take(nw, ks_), take(surf.spec, ks_)
+                v = -take(do, ks_) / take(lo_, ks_)[:, None]
+                nv = raycast.dot3(nws, v).clamp(0, 1)
+                refl_z = (2 * nv * nws[:, 2] - v[:, 2]).clamp(0, 1)[:, None]
+                add = (sp * (0.06 + 0.94 * (1 - nv) ** 5))[:, None] * (hor * (1 - refl_z) + zen * refl_z) * \
+                    (0.25 if lt.night else 1.0)
+                if lt.sun_intensity > 0.05:
+                    h = sun + v
+                    h = h / raycast.dot3(h, h).sqrt().clamp_min(1e-6)[:, None]
+                    nh = raycast.dot3(nws, h).clamp_min(0)
+                    add = add + (sp * (nh ** 60) * 2.0 * (take(ndl, ks_) > 0))[:, None] * sun_col
+                col = col.index_add(0, ks_, add)
             col = effects.fog(col, to * lo_, lt.fog_density, fog_col)
             rad.index_copy_(0, ko, col)
             sem.index_copy_(0, ko, semo)

@@ -20,14 +20,14 @@ from perception.data.synth.raycast import box_corners
 
 @dataclass
 class GroundMaps:
-    maps: torch.Tensor        # [1, 5, H, W]: sun visibility, ambient occlusion, light rgb
+    maps: torch.Tensor        # [1, 2 or 5, H, W]: sun visibility, ambient occlusion[, light rgb (night)]
     x0: float                 # world x of column 0's left edge
     y0: float                 # world y of row 0's top edge
     res: float
     size: int
 
     def sample(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """[N, 5] bilinear samples at world points (outside the grid: lit, no occlusion, no light)."""
+        """[N, 2 or 5] bilinear samples at world points (outside the grid: lit, no occlusion, no light)."""
         ext = self.size * self.res
         gx = (x - self.x0) / ext * 2 - 1
         gy = (y - self.y0) / ext * 2 - 1
@@ -36,7 +36,7 @@ class GroundMaps:
                                               align_corners=False)
         out = out[0, :, 0].T
         inside = (gx.abs() < 0.999) & (gy.abs() < 0.999)
-        default = torch.tensor([1.0, 1.0, 0, 0, 0], device=out.device, dtype=out.dtype)
+        default = torch.tensor([1.0, 1.0, 0, 0, 0][:out.shape[1]], device=out.device, dtype=out.dtype)
         return torch.where(inside[:, None], out, default)
 
 
@@ -48,7 +48,7 @@ def ground_maps(prims: dict[str, np.ndarray], objects: dict[str, np.ndarray], eg
     y0 = math.floor(ego_xy[1] / res) * res - extent
     sun = np.ones((size, size), np.float32)
     ao = np.ones((size, size), np.float32)
-    light = np.zeros((size, size, 3), np.float32)
+    light = np.zeros((size, size, 3), np.float32) if night else None
     scale = 1.0 / res
 
     def to_px(pts: np.ndarray) -> np.ndarray:
@@ -95,5 +95,6 @@ def ground_maps(prims: dict[str, np.ndarray], objects: dict[str, np.ndarray], eg
     sun = cv2.GaussianBlur(sun, (0, 0), 0.6)
     ao = cv2.GaussianBlur(ao, (0, 0), 0.35 * scale)
     # rows index y, columns index x
-    maps = np.concatenate([sun[None], ao[None], light.transpose(2, 0, 1)], 0)
+    # day: two channels (the light pools are all zero and are left out)
+    maps = np.stack([sun, ao]) if not night else np.concatenate([sun[None], ao[None], light.transpose(2, 0, 1)], 0)
     return GroundMaps(torch.as_tensor(maps[None], device=device), x0, y0, res, size)
