@@ -520,6 +520,7 @@ def test_serve_screenshot_with_chromium(tmp_path, small_model):
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,600",
+                        "--timeout=3000",  # the MJPEG stream never finishes loading
                         f"--screenshot={shot}", srv.url], capture_output=True, timeout=60)
         img = cv2.imread(str(shot))
         assert img is not None and img.shape[0] > 100
