@@ -34,7 +34,7 @@ def make_palette(rng: np.random.Generator, scenery: str) -> dict[str, np.ndarray
             np.array([0.35, 0.28, 0.16]) * rng.uniform(0.7, 1.2, 3)
         grass = 1.0
     return {"asphalt": asphalt, "terrain": terrain, "grass": grass,
-            "sidewalk": np.array([0.42, 0.41, 0.39]) * rng.uniform(0.75, 1.15, 3),
+            "sidewalk": np.array([0.42, 0.41, 0.39]) * rng.uniform(0.75, 1.15) * rng.uniform(0.96, 1.04, 3),
             "paint": np.array([0.85, 0.85, 0.82]) * rng.uniform(0.7, 1.0),
             "yellow": np.array([0.85, 0.62, 0.08]) * rng.uniform(0.7, 1.0),
             "wear": float(rng.uniform(0.0, 0.5))}

@@ -84,6 +84,38 @@ def legend_bar(width: int) -> np.ndarray:
     return bar
 
 
+def _render(seed: int, scenery: str | None, weather: str | None, tod: str | None, steps: int, w: int, h: int) -> Sample:
+    from perception.data.synth import Renderer, World, WorldConfig, make_surround6
+    world = World(seed, WorldConfig(scenery=scenery, weather=weather, time_of_day=tod, duration=steps / 10 + 2))
+    for _ in range(steps):
+        world.step(0.1)
+    return Renderer(make_surround6().scaled(w, h))(world)
+
+
+def _draw_boxes(img, sample: Sample) -> None:
+    """Draw 2D boxes (palette indices 250 + class) onto the quantised mosaic in place."""
+    from PIL import ImageDraw
+    draw = ImageDraw.Draw(img)
+    names = sample.camera_names
+    cam0 = sample.cameras[0]
+    layout = LAYOUT_6 if all(n in names for row in LAYOUT_6 for n in row) else [names]
+    for r, row in enumerate(layout):
+        for c, name in enumerate(row):
+            b = sample.boxes2d[names.index(name)]
+            for k in range(len(b)):
+                if b.ignore is not None and b.ignore[k]:
+                    continue
+                x0, y0, x1, y1 = (float(v) for v in b.boxes[k])
+                ox, oy = c * cam0.width, r * cam0.height
+                draw.rectangle([ox + x0, oy + y0, ox + x1 - 1, oy + y1 - 1], outline=250 + int(b.labels[k]))
+    # legend swatches use the exact colours too
+    y = len(layout) * cam0.height
+    x = 6
+    for k, name in enumerate(CLASSES):
+        draw.rectangle([x, y + 6, x + 12, y + 16], fill=250 + k)
+        x += 20 + 9 * len(name)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Render the synthetic-world documentation pictures.")
     ap.add_argument("--out", default="docs/images")
@@ -95,20 +127,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-of-day", default=None)
     args = ap.parse_args(argv)
     from PIL import Image
-
-    from perception.data.synth import Renderer, World, WorldConfig, make_surround6
     h, w = (int(v) for v in args.size.split("x"))
-    world = World(args.seed, WorldConfig(scenery=args.scenery, weather=args.weather, time_of_day=args.time_of_day,
-                                         duration=args.steps / 10 + 2))
-    for _ in range(args.steps):
-        world.step(0.1)
-    s = Renderer(make_surround6().scaled(w, h))(world)
+    s = _render(args.seed, args.scenery, args.weather, args.time_of_day, args.steps, w, h)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    m = mosaic(s, boxes=True)
+    m = mosaic(s, boxes=False)
     m = np.concatenate([m, legend_bar(m.shape[1])], 0)
-    Image.fromarray(m).save(out / "synth_cameras.png", optimize=True)
-    Image.fromarray(mosaic(s)).quantize(256, dither=Image.Dither.NONE).save(out / "synth_cameras_raw.png", optimize=True)
+    # a 250-colour palette keeps the picture small enough for the docs (< 400 KB); the box
+    # colours get their own palette entries so they stay exact
+    q = Image.fromarray(m).quantize(250, dither=Image.Dither.NONE)
+    pal = q.getpalette()[:250 * 3]
+    for k in range(5):
+        pal += list(CLASS_COLORS[k])
+    q.putpalette(pal + [0, 0, 0] * (256 - 255))
+    _draw_boxes(q, s)
+    q.save(out / "synth_cameras.png", optimize=True)
+    night = Image.fromarray(mosaic(_render(args.seed + 100, "urban", "clear", "night", args.steps, w, h)))
+    rain = Image.fromarray(mosaic(_render(args.seed + 200, "suburban", "rain", "dusk", args.steps, w, h)))
+    strip = np.concatenate([np.asarray(night)[:h], np.asarray(rain)[:h]], 0)[:, : 2 * w]
+    Image.fromarray(strip).quantize(256, dither=Image.Dither.NONE).save(out / "synth_weather.png", optimize=True)
     Image.fromarray(depth_mosaic(s)).save(out / "synth_depth.png", optimize=True)
     Image.fromarray(bev_image(s)).save(out / "synth_bev.png", optimize=True)
 

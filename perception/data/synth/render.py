@@ -256,7 +256,7 @@ class Renderer:
             col = alb * light
             # wet / glossy reflection of the sky
             fres = take(gnd["fresnel"], kg) * gloss
-            col = col + fres[:, None] * (hor * 0.8 + zen * 0.2)
+            col = col + fres[:, None] * (hor * 0.5 + zen * 0.1)
             col = effects.fog(col, take(gnd["dist"], kg), lt.fog_density, fog_col)
             rad.index_copy_(0, kg, col)
             sem.index_copy_(0, kg, sg)
