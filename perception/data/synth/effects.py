@@ -1,7 +1,9 @@
-"""Camera and weather effects on linear radiance images (torch): fog, depth-aware motion
-blur, rain streaks, exposure / white balance / tone mapping, vignetting, lens softness and
-sensor noise. Randomness comes from numpy generators seeded per (world, frame, camera), so
-output is deterministic and identical on every device.
+"""Camera and weather effects: fog (torch, on radiance), exposure / white balance /
+vignetting / tone curve (torch lookup table), and the OpenCV/numpy helpers the renderer uses
+on the uint8 images (rain streaks, sensor noise). Lens softness and depth-aware motion blur are
+applied in :meth:`perception.data.synth.render.Renderer._camera_effects`. Randomness comes
+from numpy generators seeded per (world, frame, camera), so output is deterministic and
+identical on every device.
 """
 
 from __future__ import annotations
@@ -11,60 +13,12 @@ import math
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def fog(rad: torch.Tensor, dist: torch.Tensor, density: float, color: torch.Tensor) -> torch.Tensor:
     """Exponential extinction towards ``color`` with distance (m); rad [N, 3], dist [N]."""
     f = torch.exp(-density * dist)[:, None]
     return rad * f + color * (1 - f)
-
-
-def motion_blur(img: torch.Tensor, flow_x: torch.Tensor, flow_y: torch.Tensor, max_len: int = 9) -> torch.Tensor:
-    """Blend towards box blurs along x / y by per-pixel flow magnitude (pixels per exposure).
-
-    img [C, 3, H, W]; flow [C, 1, H, W]. A cheap stand-in for a per-pixel line integral.
-    """
-    out = img
-    for flow, dim in ((flow_x, 3), (flow_y, 2)):
-        a = (flow.abs() / max_len).clamp(0, 1)
-        # only cameras with noticeable flow in this direction pay for the blur
-        cams = torch.nonzero(a.flatten(1).mean(1) > 0.04).squeeze(1).tolist()
-        if not cams:
-            continue
-        sub = out[cams]
-        blurred = sub + (box_blur(sub, max_len, dim) - sub) * a[cams]
-        out = out.clone() if out is img else out
-        out[cams] = blurred
-    return out
-
-
-def _pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    n = x.shape[dim]
-    first = x.narrow(dim, 0, 1).expand(*[r if i == dim else -1 for i in range(x.dim())])
-    last = x.narrow(dim, n - 1, 1).expand(*[r if i == dim else -1 for i in range(x.dim())])
-    return torch.cat([first, x, last], dim)
-
-
-def box_blur(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Centred box filter of odd length ``k`` along ``dim`` (replicate borders): sum of shifted views."""
-    r = k // 2
-    n = x.shape[dim]
-    xp = _pad(x, r, dim)
-    acc = xp.narrow(dim, 0, n).clone()
-    for j in range(1, k):
-        acc += xp.narrow(dim, j, n)
-    return acc * (1.0 / k)
-
-
-def soften(img: torch.Tensor, amount: float = 0.5) -> torch.Tensor:
-    """Mild optical low-pass (anti-aliases hard primitive edges): separable [1, 2, 1] / 4."""
-    k = torch.tensor([0.25, 0.5, 0.25], device=img.device, dtype=img.dtype)
-    C = img.shape[1]
-    x = F.pad(img, (1, 1, 1, 1), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, 3).expand(C, 1, 1, 3), groups=C)
-    x = F.conv2d(x, k.view(1, 1, 3, 1).expand(C, 1, 3, 1), groups=C)
-    return img + (x - img) * amount
 
 
 def rain_layer(H: int, W: int, rng: np.random.Generator, intensity: float) -> np.ndarray:
@@ -107,11 +61,6 @@ def tone_map_u8(rad: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     v = (rad * gain).clamp_(0, _LUT_VMAX)
     idx = torch.sqrt_(v.mul_((_LUT_N - 1) ** 2 / _LUT_VMAX)).add_(0.5).to(torch.int32)
     return _LUT[key].index_select(0, idx.view(-1)).view(v.shape)
-
-
-def tone_map(rad: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
-    """Float version of :func:`tone_map_u8` in [0, 1] (for previews)."""
-    return _tone_curve(rad * exposure)
 
 
 def add_noise(img: np.ndarray, noise: np.ndarray, sigma: float) -> np.ndarray:

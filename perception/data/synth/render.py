@@ -13,7 +13,6 @@ frame; ``extras["bev"]`` BEV maps (see :mod:`perception.data.synth.labels`).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import cv2

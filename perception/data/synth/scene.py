@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from perception.data.classes import CLASSES
 from perception.data.synth import assets
@@ -241,7 +242,6 @@ class World:
 
         def free(points: np.ndarray, margin: float) -> bool:
             """True when all points are at least ``margin`` beyond every road's sidewalk."""
-            import torch
             x = torch.as_tensor(points[:, 0], dtype=torch.float64)
             y = torch.as_tensor(points[:, 1], dtype=torch.float64)
             surf = lay.surface(x, y)
@@ -305,7 +305,6 @@ class World:
                     scale = rng.uniform(0.8, 1.2)
                 x, y, _ = lay.pose(np.array([s]), dd)
                 tpts = np.array([[x[0], y[0]]])
-                import torch
                 surf = lay.surface(torch.as_tensor(tpts[:, 0]), torch.as_tensor(tpts[:, 1]))
                 if float(surf["dc"][0]) > lay.curb + 0.5:
                     add(assets.tree(rng, scale), float(x[0]), float(y[0]), 0.0, SEM["vegetation"])
@@ -318,7 +317,6 @@ class World:
                 dd = side * (lay.half_width + lay.curb + 0.4)
                 x, y, hd = lay.pose(np.array([s]), dd)
                 arm = rng.uniform(1.0, 2.5)
-                import torch
                 surf = lay.surface(torch.as_tensor(x), torch.as_tensor(y))
                 if float(surf["dc"][0]) > lay.curb:
                     a = assets.street_lamp(rng, -side * arm)
@@ -467,13 +465,12 @@ class World:
                 if lane == self.ego_lane and abs(s - s_start) < 20:
                     continue
                 a = self._agent("cyclist", "lane", s=float(s), d=lay.lane_center(lane) + side * 0.9,
-                                direction=-side if False else (1 if side < 0 else -1), lane=lane)
+                                direction=1 if side < 0 else -1, lane=lane)
                 a.v0 = float(rng.uniform(3.5, 7.0))
                 a.speed = a.v0
 
     def _arm_is_missing(self, c, arm: int) -> bool:
         # T junction: the arm on the right of the main road (d_main < 0) does not exist
-        import torch
         x = c.x0 + arm * 20 * math.cos(c.heading)
         y = c.y0 + arm * 20 * math.sin(c.heading)
         _, d = self.layout.main_coords(torch.tensor([x], dtype=torch.float64), torch.tensor([y], dtype=torch.float64))
