@@ -40,6 +40,7 @@ from perception.train.losses import PerceptionLoss
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
+LATENCY_ITERS = 10  # timed forwards per latency figure (tests lower it)
 
 # A deliberately tiny PerceptionNet for tests (a few hundred k parameters, ~0.1 s per step).
 TINY_OVERRIDES: dict[str, Any] = dict(
@@ -312,8 +313,11 @@ def model_flops(model: nn.Module, size: tuple[int, int]) -> int:
         return count_flops(lambda: model(x))
 
 
-def cpu_latency_ms(model: nn.Module, size: tuple[int, int], iters: int = 10, warmup: int = 2) -> dict[str, float]:
+def cpu_latency_ms(model: nn.Module, size: tuple[int, int], iters: int | None = None, warmup: int = 2
+                   ) -> dict[str, float]:
     """Median/p90 CPU latency of one forward on one image (model only, warm-up excluded)."""
+    iters = iters or LATENCY_ITERS
+    warmup = min(warmup, iters)
     model.eval()
     x = torch.rand(1, 3, *size)
     with torch.inference_mode():

@@ -46,6 +46,7 @@ class MorphNetConfig:
     shrink_flops: float = 0.5  # shrink to this fraction of the original FLOPs
     min_channels: int = 2  # every group keeps at least this many channels
     expand_base: float = 2.0  # width multiplier of the copy the expanded model is cut from
+    search_iters: int = 8  # bisection steps of the shrink threshold and of the expand factor
 
 
 def _output_ignored(model: PerceptionNet) -> list[nn.Module]:
@@ -201,7 +202,7 @@ def shrink(model: PerceptionNet, lasso: GroupLasso, size: tuple[int, int], cfg: 
     bn_group_ids = [j for j, g in enumerate(groups) if _bn_members(g)]
     norms_by_group = {j: norms[i] for i, j in enumerate(bn_group_ids)}
     norms = [norms_by_group.get(j, torch.full((len(g[0][1]),), float("inf"))) for j, g in enumerate(groups)]
-    for _ in range(10):
+    for _ in range(cfg.search_iters):
         mid = 0.5 * (lo + hi)
         m, kept, ratio = attempt(mid)
         if ratio <= cfg.shrink_flops:
@@ -226,7 +227,7 @@ def expand(cfg: ModelConfig, shrunk_counts: list[int], budget_flops: float, size
     """A freshly initialised network with every shrunk width x ``s``, ``s`` chosen so FLOPs <= budget."""
     lo, hi = 1.0, mcfg.expand_base
     best = None
-    for _ in range(8):
+    for _ in range(mcfg.search_iters):
         s = 0.5 * (lo + hi)
         torch.manual_seed(seed)
         wide = PerceptionNet(widen(cfg, mcfg.expand_base))

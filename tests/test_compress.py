@@ -1,0 +1,187 @@
+"""Compression toolkit: each method runs end to end on a tiny model and must reduce what it
+claims to reduce (nonzeros, FLOPs, bits, file size); file formats round-trip exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from perception.cli import app
+from perception.compress import binarize, common, deep_compression, distill, lottery, morphnet
+from perception.compress.common import TINY_OVERRIDES, FitConfig, average_precision, evaluate, fit, load_data
+from perception.nn import create_model, reparameterize_model
+from tests.helpers import randomize_bn
+
+FIT = FitConfig(steps=2, batch=4, warmup=1)
+common.LATENCY_ITERS = 1  # latency figures are not what these tests check
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(None, (64, 96), frames=3, val_frames=2)
+
+
+def tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model("rep-n", **TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return fit(tiny(), data, FIT)
+
+
+def test_average_precision_and_proxy_metrics(data):
+    assert average_precision(np.array([1, 1]), np.array([0.9, 0.8]), 2) == pytest.approx(1.0)
+    assert average_precision(np.array([0, 1]), np.array([0.9, 0.8]), 2) == pytest.approx(0.25)
+    m = evaluate(tiny(), data)
+    assert 0 <= m["proxy_map50"] <= 1 and m["proxy_abs_rel"] > 0
+
+
+def test_lottery_prunes_20_percent_per_round_and_keeps_masks(data, tmp_path):
+    model = tiny()
+    masks = lottery.full_masks(model)
+    masks = lottery.global_magnitude_prune(model, masks, 0.2)
+    assert lottery.density(masks) == pytest.approx(0.8, abs=0.01)
+    lottery.apply_masks(model, masks)
+    fit(model, data, FIT, lottery.mask_hooks(masks))  # AdamW would revive pruned weights without the hook
+    for n, p in lottery.prunable(model).items():
+        assert not p[~masks[n]].any()
+    rep = lottery.run_lottery(tiny, data, FitConfig(steps=1, batch=4, warmup=1),
+                              lottery.LotteryConfig(rounds=1, rewind_step=1), tmp_path)
+    dens = [r["density"] for r in rep["rounds"]]
+    assert dens[1] == pytest.approx(0.8, abs=0.01)
+    assert "random_reinit" in rep["rounds"][1]
+    assert rep["ticket_train_form"]["nonzero_params"] <= rep["ticket_train_form"]["params"]
+    assert json.loads((tmp_path / "report.json").read_text())["method"] == "lottery"
+
+
+def test_huffman_round_trip():
+    rng = np.random.default_rng(0)
+    sym = rng.geometric(0.3, 500) - 1
+    freqs = dict(zip(*np.unique(sym, return_counts=True)))
+    codes = deep_compression.canonical_codes(deep_compression.huffman_lengths(freqs))
+    blob = deep_compression.huffman_encode(sym, codes)
+    assert np.array_equal(deep_compression.huffman_decode(blob, len(sym), codes), sym)
+    assert len(blob) < len(sym) * 0.5  # skewed symbols: well under 4 bits each
+
+
+def test_deep_compression_file_decodes_exactly_and_is_much_smaller(tmp_path):
+    model = reparameterize_model(randomize_bn(tiny()))
+    masks = deep_compression.prune_layers(model, 0.9, 64)
+    sizes = deep_compression.encode_model(model, tmp_path / "m.pdc", 4, masks)
+    decoded = deep_compression.load_compressed(tmp_path / "m.pdc")
+    for k, v in model.state_dict().items():
+        assert torch.equal(decoded.state_dict()[k], v), k
+    w = dict(decoded.named_parameters())[next(iter(masks))]
+    assert len(torch.unique(w[w != 0])) <= 16  # 4-bit weight sharing
+    assert sizes["fp32_bytes"] / sizes["file_bytes"] > 5
+
+
+def test_deep_compression_pipeline(data, trained, tmp_path):
+    rep = deep_compression.run_deep_compression(trained, data, FIT, deep_compression.DeepCompressionConfig(
+        sparsity=0.8, bits=4, min_numel=64, finetune_steps=1), tmp_path)
+    assert rep["decoded_vs_quantized_max_abs_diff"] == 0.0
+    assert rep["decoded_model"]["nonzero_params"] < 0.5 * rep["dense_fused"]["params"]
+    assert rep["file_bytes"] < rep["dense_fused_safetensors_bytes"] / 4
+
+
+def test_morphnet_shrinks_flops_and_expands_back(data, trained, tmp_path):
+    rep = morphnet.run_morphnet(tiny, data, FIT, morphnet.MorphNetConfig(shrink_flops=0.5, search_iters=4), tmp_path, dense=trained)
+    dense, small, big = rep["dense"]["flops"], rep["shrunk"]["flops"], rep["expanded"]["flops"]
+    assert small <= 0.55 * dense and small < big <= dense
+    assert rep["shrunk"]["params"] < rep["dense"]["params"]
+    assert rep["reload_max_abs_diff"] < 1e-5
+    shrunk = morphnet.load_pruned(tmp_path / "shrunk.safetensors")
+    f = reparameterize_model(shrunk)  # still reparameterizes and runs, same outputs
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert (f(x)["det"] - shrunk(x)["det"]).abs().max() < 1e-4
+
+
+def test_group_lasso_couples_all_branches_of_a_rep_block():
+    model = tiny()
+    lasso = morphnet.GroupLasso(model, (64, 96), 1.0)
+    members = [set(n for n, _ in m) for m, _ in lasso.terms]
+    stage = "backbone.stages.0.0"
+    group = next(g for g in members if f"{stage}.rbr_dense.bn" in g)
+    assert f"{stage}.rbr_1x1.bn" in group
+    loss = lasso(model)
+    loss.backward()
+    assert model.backbone.stages[0][0].rbr_dense.bn.weight.grad is not None
+
+
+@pytest.mark.parametrize("mode", ["bwn", "xnor"])
+def test_binary_reduces_bits_and_ops(data, trained, tmp_path, mode):
+    rep = binarize.run_binary(trained, data, FIT, binarize.BinaryConfig(mode=mode, finetune_steps=1), tmp_path)
+    st = rep["storage"]
+    assert st["total_bytes"] < 0.5 * st["fp32_equivalent_bytes"]
+    assert rep["ops"]["binary_fraction"] > 0.3 and rep["ops"]["theoretical_speedup"] > 1.2
+    assert rep["reload_max_abs_diff"] < 1e-4
+    model = binarize.load_binary(tmp_path / "model.safetensors")
+    conv = next(m for m in model.modules() if isinstance(m, binarize.BinaryConv2d))
+    w = conv.binary_weight()
+    assert all(len(torch.unique(row.abs())) == 1 for row in w.flatten(1))  # +-alpha per output channel
+
+
+def test_sign_ste_gradients():
+    x = torch.tensor([-2.0, -0.5, 0.5, 2.0], requires_grad=True)
+    binarize.sign_ste(x, clip=True).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_distillation_adds_terms_and_runs(data, tmp_path):
+    from perception.train.losses import PerceptionLoss
+
+    teacher = create_model("rep-n", **{**TINY_OVERRIDES, "head_width": 24}).eval()
+    student = tiny().train()
+    loss = distill.distill_wrapper(teacher)(PerceptionLoss(student.num_classes, student.cfg.f_ref), student)
+    batch = {k: v[:2] for k, v in data.train.items()}
+    total, parts = loss(student(batch["images"], batch["K"]), *student.anchors(64, 96), batch)
+    total.backward()
+    assert {"kd_cls", "kd_feat", "kd_depth"} <= set(parts) and parts["kd_feat"] > 0
+    rep = distill.run_distill(tiny, teacher, data, FIT, distill.DistillConfig(), tmp_path)
+    assert rep["student_distilled"]["params"] == rep["student_without_distillation"]["params"]
+
+
+def test_trainer_accepts_a_distillation_wrapper(tmp_path):
+    from perception.train.config import TrainConfig
+    from perception.train.trainer import train
+    from tests.fake_data import fake_folder
+
+    folder = fake_folder(tmp_path / "data", frames=2)
+    teacher = create_model("rep-n", **TINY_OVERRIDES).eval()
+    seen = []
+
+    def wrapper(criterion, student):
+        loss = distill.DistillationLoss(criterion, teacher, student)
+        def call(*args):
+            total, parts = loss(*args)
+            seen.append(parts)
+            return total, parts
+        return call
+
+    cfg = TrainConfig(model="rep-n", out=str(tmp_path / "run"), data=[str(folder)], size=(64, 96), batch=2, steps=1,
+                      amp="none", workers=0, warmup_steps=1)
+    train(cfg, criterion_wrapper=wrapper)
+    assert seen and "kd_feat" in seen[0]
+
+
+def test_cli_compress_rejects_bad_input(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["compress", "prune-everything", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "unknown method" in r.output
+    r = runner.invoke(app, ["compress", "binary", "--mode", "ternary", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "bwn or xnor" in r.output
+
+
+def test_cli_compress_binary_smoke(tmp_path):
+    r = CliRunner().invoke(app, ["compress", "binary", "--tiny", "--steps", "1", "--finetune", "1", "--frames", "2",
+                                 "--val-frames", "1", "--batch", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["method"] == "binary-bwn" and (tmp_path / "model.safetensors").is_file()
