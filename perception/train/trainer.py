@@ -130,11 +130,14 @@ def _distributed() -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
-          stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None) -> Path:
+          stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None,
+          criterion_wrapper: Callable[[PerceptionLoss, PerceptionNet], Any] | None = None) -> Path:
     """Run (or resume) a training run; returns the output folder.
 
     ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
-    is how tests check that a resumed run equals an uninterrupted one.
+    is how tests check that a resumed run equals an uninterrupted one. ``criterion_wrapper``
+    (optional) wraps the loss, e.g. with a distillation teacher
+    (:func:`perception.compress.distill.distill_wrapper`); same call signature as the loss.
     """
     rank, world = _distributed()
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -160,6 +163,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     ema = ModelEMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     criterion = PerceptionLoss(model.num_classes, model.cfg.f_ref, cfg.loss)
+    if criterion_wrapper is not None:
+        criterion = criterion_wrapper(criterion, model)
     step, epoch, pos = 0, 0, 0
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
