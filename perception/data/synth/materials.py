@@ -215,11 +215,13 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
     emi = torch.zeros_like(color)
     spec = torch.zeros(N, device=mat.device)
     wrap = torch.zeros(N, device=mat.device)
-    # two planar lookups (x-z and y-z planes) make a roughly isotropic solid texture
-    nz = 0.5 * (noise(world[:, 0] * 6 + 0.31 * world[:, 1], world[:, 2] * 6) +
-                noise(world[:, 1] * 6 + 71.0, world[:, 2] * 6 - 0.27 * world[:, 0]))
-    fine = (nz[:, 0] - 0.5) * 1.8 + 0.5
-    med = (nz[:, 1] - 0.5) * 1.8 + 0.5
+    # one lookup in face coordinates of the primitive's own frame (the texture moves with the
+    # object): horizontal along-face coordinate and height; top faces use x, y
+    along = torch.where(n[:, 0].abs() > 0.5, p[:, 1], p[:, 0])
+    vert = torch.where(n[:, 2].abs() > 0.7, p[:, 1], p[:, 2])
+    nz = noise(along * 6 + tag * 97.0, vert * 6 + tag * 61.0)
+    fine = (nz[:, 0] - 0.5) * 1.4 + 0.5
+    med = (nz[:, 1] - 0.5) * 1.4 + 0.5
 
     def sel(m: int) -> slice | None:
         return slice(int(starts[m]), int(starts[m + 1])) if counts[m] else None
