@@ -72,7 +72,7 @@ class SynthDataset:
     episode is a new world (seeded from ``seed`` and the episode index) observed at ``fps``.
     """
 
-    def __init__(self, rig: Rig | str | Path | None = None, seed: int = 0, frames: int = 1000,
+    def __init__(self, rig: Rig | str | Path | None = None, seed: int = 0, frames: int = 100_000,
                  size: tuple[int, int] | None = None, fps: float = 10.0, episode_frames: int = 100,
                  config: WorldConfig | None = None, device: str | torch.device = "cpu",
                  options: RenderOptions | None = None) -> None:
