@@ -20,6 +20,16 @@ FIT = FitConfig(steps=2, batch=4, warmup=1)
 common.LATENCY_ITERS = 1  # latency figures are not what these tests check
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared, loaded 2-core machine: one thread is ~5x faster than two (no
+    OpenMP barrier waits on a descheduled sibling thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     return load_data(None, (64, 96), frames=3, val_frames=2)
@@ -91,7 +101,8 @@ def test_deep_compression_pipeline(data, trained, tmp_path):
 
 
 def test_morphnet_shrinks_flops_and_expands_back(data, trained, tmp_path):
-    rep = morphnet.run_morphnet(tiny, data, FIT, morphnet.MorphNetConfig(shrink_flops=0.5, search_iters=4), tmp_path, dense=trained)
+    rep = morphnet.run_morphnet(tiny, data, FIT, morphnet.MorphNetConfig(shrink_flops=0.5, search_iters=4), tmp_path,
+                                dense=trained)
     dense, small, big = rep["dense"]["flops"], rep["shrunk"]["flops"], rep["expanded"]["flops"]
     assert small <= 0.55 * dense and small < big <= dense
     assert rep["shrunk"]["params"] < rep["dense"]["params"]
