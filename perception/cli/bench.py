@@ -77,6 +77,8 @@ def bench_pipeline(
                                  "(default: a synthetic 1280x720 clip)."),
     threads: int = typer.Option(None, help="torch.set_num_threads (default: torch's choice)."),
     case: list[str] = typer.Option(None, "--case", help="Only these cases (index 0, 1, 2 or name)."),
+    rig: Path = typer.Option(None, "--rig", help="Six-camera rig with sources (default: data/sample_drive/rig.yaml "
+                             "when readable, else a synthetic 256x448 clip)."),
     out: Path = typer.Option(Path("runs/bench/pipeline.json"), help="JSON output path."),
 ) -> None:
     from perception.cli.app import setup_logging
@@ -87,21 +89,26 @@ def bench_pipeline(
         fail("--frames must be >= 2")
     if dashcam is not None and not dashcam.is_file():
         fail(f"{dashcam}: no such video")
-    with console.status("benchmarking the pipeline") as status:
-        result = run_bench(frames, dashcam, threads, case or None,
-                           progress=lambda name: status.update(f"[bold]{name}[/]"))
+    from perception.geometry import CalibrationError
+    from perception.pipeline.sources import SourceError
+    try:
+        with console.status("benchmarking the pipeline") as status:
+            result = run_bench(frames, dashcam, threads, case or None,
+                               progress=lambda name: status.update(f"[bold]{name}[/]"), six_rig=rig)
+    except (SourceError, CalibrationError, ValueError) as exc:
+        fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     env = result["env"]
     table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores, "
                         f"{env['threads']} torch threads)  torch {env['torch']}  {env['date']}")
     stages = ("preprocess", "model", "decode", "lift", "bev", "track", "render", "sinks", "total")
-    for col in ("case", "frames", "frames/s", *[f"{s} ms" for s in stages], "load"):
+    for col in ("case", "frames", "frames/s", *[f"{s} ms" for s in stages], "CPU ms/frame", "load"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in result["results"]:
         lat = r["latency_ms"]
         table.add_row(r["case"], str(r["frames"]), f"{r['fps']:.2f}",
-                      *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages],
+                      *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages], f"{r['cpu_ms_per_frame']:.0f}",
                       f"{r['load_before']:.1f}/{r['load_after']:.1f}")
     typer.echo("")
     console.print(table)

@@ -4,7 +4,8 @@ What is timed: from the capture threads' decoding to the last sink (video encode
 synchronised frames, after a model warm-up; frames/s = frames / wall time of the run. Stage
 medians come from the engine's timers (each stage measured around its ``__call__``; stages
 overlap in the pipelined engine, so they do not add up to 1 / fps). The system load (1-minute
-load average) is recorded before and after, since a shared machine changes the figures.
+load average) is recorded before and after, since a shared machine changes the figures, and
+so is the process CPU time per frame (all threads), which does not depend on the load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -65,11 +67,29 @@ def _load() -> float:
         return float("nan")
 
 
-def six_camera_rig(workdir: Path, frames: int = 60) -> Path:
-    """The sample drive's rig when it exists, else a synthetic six-camera 256x448 clip in ``workdir``."""
+def _readable(rig_path: Path) -> bool:
+    try:
+        rig, sources = build_rig(rig_path)
+    except (OSError, ValueError):
+        return False
+    for src in sources:
+        cap = cv2.VideoCapture(src)
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if not ok:
+            return False
+    return True
+
+
+def six_camera_rig(workdir: Path, frames: int = 60, rig: Path | None = None) -> Path:
+    """``rig``, else the sample drive's rig when it is complete and readable, else a synthetic
+    six-camera 256x448 clip written to ``workdir``."""
+    if rig is not None:
+        return rig
     sample = ROOT / "data" / "sample_drive" / "rig.yaml"
-    if sample.is_file():
+    if sample.is_file() and _readable(sample):
         return sample
+    log.warning("data/sample_drive/ is not available: benchmarking a synthetic six-camera 256x448 clip")
     return write_clip(workdir / "six", surround_rig(6, 448, 256), frames)
 
 
@@ -87,8 +107,9 @@ def dashcam_rig(workdir: Path, video: Path | None, frames: int = 60) -> Path:
     return path
 
 
-def default_cases(workdir: Path, frames: int = 60, dashcam_video: Path | None = None) -> list[BenchCase]:
-    six = six_camera_rig(workdir, frames)
+def default_cases(workdir: Path, frames: int = 60, dashcam_video: Path | None = None,
+                  six_rig: Path | None = None) -> list[BenchCase]:
+    six = six_camera_rig(workdir, frames, six_rig)
     return [BenchCase("six-camera 256x448 rep-n, rendering on", six, "rep-n", (256, 448), True, frames),
             BenchCase("six-camera 256x448 rep-n, rendering off", six, "rep-n", (256, 448), False, frames),
             BenchCase("dashcam 1280x720 rep-s 384x640, rendering on", dashcam_rig(workdir, dashcam_video, frames),
@@ -102,24 +123,31 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, An
                            loop=case.loop, bev=BEVConfig(), pipelined=pipelined)
     load_before = _load()
     pipe = Pipeline(rig, sources, opts, model=model, model_name=name)
+    pipe.warmup()  # run() warms up again (cheap); this keeps warm-up out of the CPU-time figure
+    cpu0 = time.process_time()
     summary = pipe.run()
+    cpu = time.process_time() - cpu0
     pipe.close()
     return {"case": case.name, "cameras": len(rig), "camera_size": list(rig.cameras[0].size), "model": name,
             "trained_weights": trained, "network_size": list(case.size), "render": case.render,
             "pipelined": pipelined, "frames": summary["frames"], "fps": summary["fps"],
             "latency_ms": summary["latency_ms"], "dropped_frames": summary["dropped_frames"],
             "errors": summary["errors"], "load_before": load_before, "load_after": _load(),
+            # CPU time of this process per frame (all threads): load-independent; cores / this = the
+            # frames/s an otherwise idle machine could reach at best
+            "cpu_ms_per_frame": round(1e3 * cpu / max(summary["frames"], 1), 1),
             "source": str(case.rig)}
 
 
 def bench_pipeline(frames: int = 60, dashcam_video: Path | None = None, threads: int | None = None,
-                   cases: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   cases: list[str] | None = None, progress: Callable[[str], None] | None = None,
+                   six_rig: Path | None = None) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
-        for k, case in enumerate(default_cases(work, frames, dashcam_video)):
+        for k, case in enumerate(default_cases(work, frames, dashcam_video, six_rig)):
             if cases and str(k) not in cases and case.name not in cases:
                 continue
             if progress:
