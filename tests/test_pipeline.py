@@ -302,32 +302,55 @@ def test_show_fails_clearly_on_headless_opencv(tmp_path):
     assert r.exit_code == 1 and "GUI" in r.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_finalises_outputs(tmp_path, sig):
+def test_sigint_and_sigterm_finalise_outputs(tmp_path):
+    """Both signals, in two `perception run` subprocesses at once (saves a start-up)."""
     video = _write_video(tmp_path / "v.mp4", 20)
-    out = tmp_path / "out"
-    proc = subprocess.Popen([shutil.which("perception") or "perception", "run", "--source", str(video), "--calib",
-                             str(_calib(tmp_path)), "--model", "rep-n", "--size", "64x96", "--loop", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    jsonl = out / "detections.jsonl"
-    t0 = time.time()
-    while time.time() - t0 < 60:
-        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.1)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err[-2000:]
-    text = jsonl.read_text()
-    assert text.endswith("\n")
-    lines = [json.loads(ln) for ln in text.splitlines()]  # every line complete
-    cap = cv2.VideoCapture(str(out / "video.mp4"))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == len(lines) >= 5
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames"] == len(lines) and (out / "bev.png").exists()
+    calib = _calib(tmp_path)
+    procs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"out{int(sig)}"
+        procs[sig] = (out, subprocess.Popen(
+            [shutil.which("perception") or "perception", "run", "--source", str(video), "--calib", str(calib),
+             "--model", "rep-n", "--size", "64x96", "--loop", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for sig, (out, proc) in procs.items():
+        jsonl = out / "detections.jsonl"
+        t0 = time.time()
+        while time.time() - t0 < 60 and proc.poll() is None:
+            if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.1)
+        proc.send_signal(sig)
+    for sig, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err[-2000:]
+        text = (out / "detections.jsonl").read_text()
+        assert text.endswith("\n")
+        lines = [json.loads(ln) for ln in text.splitlines()]  # every line complete
+        cap = cv2.VideoCapture(str(out / "video.mp4"))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        assert n == len(lines) >= 5, sig
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["frames"] == len(lines) and (out / "bev.png").exists()
+
+
+@pytest.mark.slow
+def test_synth_source_shares_one_world_per_rig():
+    from perception.pipeline.sources import SynthSource
+    front = SynthSource("synth://?seed=1&camera=front&size=64x112&frames=1")
+    back = SynthSource("synth://?seed=1&camera=back&size=64x112&frames=1")
+    front.open()
+    back.open()
+    assert front._world is back._world and front.camera_model.width == 112
+    ok_f, img_f, ts = front.read()
+    ok_b, img_b, _ = back.read()
+    assert ok_f and ok_b and img_f.shape == (64, 112, 3) and ts == 0.0
+    assert (img_f != img_b).mean() > 0.5  # two different cameras of the same instant
+    assert not front.read()[0] and front.finished
+    with pytest.raises(SourceError, match="no camera"):
+        SynthSource("synth://?seed=1&camera=roof&size=64x112").open()
 
 
 # ----------------------------------------------------------------------------- lifting
