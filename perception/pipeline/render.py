@@ -154,7 +154,7 @@ class Renderer:
             _text(tile, f"{obj.label} {obj.depth:.1f}m" + (f" #{tid}" if tid else ""), (p1[0], max(12, p1[1] - 3)),
                   0.4, (0, 0, 0), color)
         if self.config.depth_inset and frame.depth and frame.depth[i] is not None:
-            iw, ih = tw // 4, th // 4
+            iw, ih = tw // 5, th // 5
             inset = colorize_depth(cv2.resize(frame.depth[i], (iw, ih), interpolation=cv2.INTER_NEAREST))
             tile[th - ih - 2:th - 2, tw - iw - 2:tw - 2] = inset
             cv2.rectangle(tile, (tw - iw - 3, th - ih - 3), (tw - 2, th - 2), (255, 255, 255), 1)
