@@ -27,7 +27,7 @@ def compress_command(
     method: str = typer.Argument(..., help=f"one of {', '.join(METHODS)}"),
     model: str = typer.Option("rep-n", "--model", help="registered model name (the student for distill)"),
     init: Optional[Path] = typer.Option(None, "--init", help="train-form checkpoint to start from (else trained here)"),
-    out: Path = typer.Option(Path("runs/compress"), "--out", help="output folder"),
+    out: Path = typer.Option(..., "--out", help="output folder (required: runs can take a while)"),
     data: Optional[list[str]] = typer.Option(None, "--data", help="sample folder or synth: spec (default: proxy task)"),
     size: str = typer.Option("64x96", "--size", help="input HxW"),
     steps: int = typer.Option(300, "--steps", help="training steps of each (re)training"),
@@ -130,7 +130,8 @@ def compress_command(
         if tpath.is_file():
             t_model = load_checkpoint(tpath)
         elif teacher in list_models():
-            t_model = trained(teacher, None, teacher_steps or 2 * steps, shrink=False)  # --tiny shrinks the student only
+            # --tiny shrinks the student only
+            t_model = trained(teacher, None, teacher_steps or 2 * steps, shrink=False)
         else:
             fail(f"--teacher {teacher!r} is neither a checkpoint nor a registered model")
         # the baseline student is trained exactly like the distilled one (never taken from --init)

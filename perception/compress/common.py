@@ -194,9 +194,9 @@ def fit(model: PerceptionNet, data: ProxyData, cfg: FitConfig, hooks: Hooks | No
     anchors, strides = model.anchors(*data.size)
     t0 = time.monotonic()
     for step, batch in enumerate(data.batches(cfg.batch, cfg.steps, cfg.seed)):
-        warm = (step + 1) / max(1, cfg.warmup)
-        lr = cfg.lr * (min(1.0, warm) if step < cfg.warmup else
-                       0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        lr = cfg.lr * ((step + 1) / max(1, cfg.warmup) if step < cfg.warmup
+                       else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
         for g in opt.param_groups:
             g["lr"] = lr
         outputs = model(batch["images"], batch["K"])
