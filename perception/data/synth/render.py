@@ -274,17 +274,19 @@ class Renderer:
             order = torch.argsort(keys, stable=True)
             ko = take(ko, order)
             pid = take(pid, order)
-            tb = take(table, pid)
-            R = tb[:, 0:9].reshape(-1, 3, 3)
-            half, color, tag = tb[:, 9:12], tb[:, 12:15], tb[:, 15]
-            kind, mat, semo = tb[:, 16].long(), tb[:, 17].long(), tb[:, 18].long()
+            # the per-primitive table gathered as [19, N]: every attribute is a contiguous row
+            tb = table.T.contiguous().index_select(1, pid)
+            Rr = [tb[k] for k in range(9)]                         # R[i][j] = Rr[3 * i + j] (world -> local)
+            half, color, tag = tb[9:12].T, tb[12:15].T, tb[15]
+            kind, mat, semo = tb[16].long(), tb[17].long(), tb[18].long()
             co = take(cam_of, ko)
             to, do, lo_ = take(t, ko), take(dirs, ko), take(dlen, ko)
             cen = torch.as_tensor(prims["center"], dtype=torch.float64, device=dev)
             crel = (cen[None] - torch.as_tensor(origins, dtype=torch.float64, device=dev)[:, None]).float()  # [C,P,3]
             c_rel = take(crel.reshape(-1, 3), co * P + pid)
             hit_rel = to[:, None] * do
-            pl = torch.bmm(R, (hit_rel - c_rel)[:, :, None]).squeeze(2)
+            q = [hit_rel[:, k] - c_rel[:, k] for k in range(3)]
+            pl = torch.stack([Rr[3 * i] * q[0] + Rr[3 * i + 1] * q[1] + Rr[3 * i + 2] * q[2] for i in range(3)], 1)
             counts = torch.bincount(keys, minlength=4 * 32).tolist()
             runs, a = [], 0
             for key, cnt in enumerate(counts):
@@ -292,7 +294,8 @@ class Renderer:
                     runs.append((a, a + cnt, key % 4))
                     a += cnt
             nl = raycast.local_normal(runs, pl, half)
-            nw = torch.bmm(R.transpose(1, 2), nl[:, :, None]).squeeze(2)
+            nc = [nl[:, k] for k in range(3)]
+            nw = torch.stack([Rr[i] * nc[0] + Rr[3 + i] * nc[1] + Rr[6 + i] * nc[2] for i in range(3)], 1)
             world = hit_rel + take(org, co)
             surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind)
             ndl = raycast.dot3(nw, sun)
