@@ -28,7 +28,7 @@ _EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4
 def box_corners(center: np.ndarray, half: np.ndarray, R: np.ndarray) -> np.ndarray:
     """[P, 8, 3] world corners of primitives' bounding boxes (``R`` world->local)."""
     local = np.stack([_SX[None] * half[:, :1], _SY[None] * half[:, 1:2], _SZ[None] * half[:, 2:3]], -1)
-    return np.einsum("pji,pkj->pki", R, local) + center[:, None, :]
+    return np.matmul(local, R) + center[:, None, :]                                  # R^T applied to rows
 
 
 def project_rects(corners_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,16 +212,16 @@ def cast(prims: dict[str, np.ndarray], cam_origins: np.ndarray, R_cam_world: np.
         return winner, None
     corners = box_corners(prims["center"], prims["half"], prims["R"])              # [P, 8, 3]
     rel = corners[None] - cam_origins[:, None, None, :]                              # [C, P, 8, 3]
-    cc = np.einsum("cij,cpkj->cpki", R_cam_world, rel)
+    cc = np.matmul(rel.reshape(len(R_cam_world), -1, 3), np.transpose(R_cam_world, (0, 2, 1))).reshape(rel.shape)
     rect, valid = project_rects(cc)                                                  # [C, P, 4]
     valid &= cc[..., 2].min(-1) < far
     cidx, pidx, tidx = bin_tiles(rect, valid, tile_rects, grid)
     if len(cidx) == 0:
         return winner, None
     center_rel = prims["center"][None] - cam_origins[:, None, :]                     # [C, P, 3]
-    o_local = -np.einsum("pij,cpj->cpi", prims["R"], center_rel)                     # [C, P, 3]
+    o_local = -np.matmul(prims["R"][None], center_rel[..., None])[..., 0]           # [C, P, 3]
     # camera -> primitive rotation per (camera, primitive)
-    M = np.einsum("pij,cjk->cpik", prims["R"], np.transpose(R_cam_world, (0, 2, 1)))   # [C, P, 3, 3]
+    M = np.matmul(prims["R"][None], np.transpose(R_cam_world, (0, 2, 1))[:, None])   # [C, P, 3, 3]
     kinds = prims["kind"][pidx]
     hits_t, hits_pix, hits_prim = [], [], []
     raw_pix: list[torch.Tensor] = []
