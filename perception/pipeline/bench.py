@@ -116,6 +116,20 @@ def default_cases(workdir: Path, frames: int = 60, dashcam_video: Path | None = 
                       "rep-s", (384, 640), True, frames)]
 
 
+def _model_only_ms(pipe: Pipeline, iters: int = 8) -> float:
+    """Median ms of one batched forward of all cameras (the backend alone)."""
+    H, W = pipe.size
+    B = len(pipe.rig)
+    x = torch.full((B, 3, H, W), 0.5).contiguous(memory_format=torch.channels_last)
+    K = torch.as_tensor([c.scaled(W, H).K for c in pipe.rig.cameras], dtype=torch.float32)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        pipe.backend(x, K)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(sorted(times)[len(times) // 2])
+
+
 def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, Any]:
     rig, sources = build_rig(case.rig)
     model, name, trained = load_model(case.model)
@@ -124,6 +138,7 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, An
     load_before = _load()
     pipe = Pipeline(rig, sources, opts, model=model, model_name=name)
     pipe.warmup()  # run() warms up again (cheap); this keeps warm-up out of the CPU-time figure
+    model_only_ms = _model_only_ms(pipe)
     cpu0 = time.process_time()
     summary = pipe.run()
     cpu = time.process_time() - cpu0
@@ -136,6 +151,10 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, An
             # CPU time of this process per frame (all threads): load-independent; cores / this = the
             # frames/s an otherwise idle machine could reach at best
             "cpu_ms_per_frame": round(1e3 * cpu / max(summary["frames"], 1), 1),
+            # the fused network alone on the same batch, measured just before (same load): the ratio
+            # fps / model_only_fps is the pipeline's efficiency and varies much less with the load
+            "model_only_ms": round(model_only_ms, 1), "model_only_fps": round(1e3 / model_only_ms, 2),
+            "efficiency": round(summary["fps"] * model_only_ms / 1e3, 3),
             "source": str(case.rig)}
 
 

@@ -128,7 +128,11 @@ class Preprocess:
                 rows.append(F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
                             if t.shape[-2:] != (H, W) else t)
             else:
-                rows.append(img if img.shape[:2] == (H, W) else cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA))
+                if img.shape[:2] == (H, W):
+                    rows.append(img)
+                else:  # bilinear down to 2x (7x cheaper than INTER_AREA), area averaging beyond
+                    big = img.shape[1] > 2 * W or img.shape[0] > 2 * H
+                    rows.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA if big else cv2.INTER_LINEAR))
             Ks.append(net.K)
         if not rows:
             frame.batch = None
@@ -136,8 +140,10 @@ class Preprocess:
         if self.device.type == "cuda":
             frame.batch = torch.cat(rows).contiguous(memory_format=torch.channels_last)
         else:
-            # NHWC uint8 -> NCHW float view: already channels_last in memory
-            frame.batch = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float().div_(255.0)
+            # NHWC uint8 -> float in numpy (contiguous; torch's strided uint8->float copy of the permuted
+            # view is ~7x slower), then an NCHW view that is channels_last in memory
+            nhwc = np.multiply(np.stack(rows), np.float32(1.0 / 255.0), dtype=np.float32)
+            frame.batch = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
         frame.intrinsics = torch.as_tensor(np.stack(Ks), dtype=torch.float32, device=self.device)
         return frame
 

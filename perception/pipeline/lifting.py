@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from perception.geometry import Camera
@@ -144,9 +145,11 @@ class DepthPointCloud:
 
 
 class DepthSmoother:
-    """Exponential smoothing of each camera's depth in log space, so depth does not flicker.
+    """Exponential smoothing of each camera's depth map, so depth does not flicker.
 
-    ``alpha`` is the weight of the new frame. A camera that was stale or changed shape restarts.
+    ``alpha`` is the weight of the new frame (linear in metres: the log-space version costs a
+    log and an exp per pixel for no visible difference at these rates). A camera that was
+    stale or changed shape restarts.
     """
 
     def __init__(self, alpha: float = 0.5) -> None:
@@ -154,12 +157,12 @@ class DepthSmoother:
         self._state: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str, depth: np.ndarray) -> np.ndarray:
-        log_d = np.log(np.clip(depth, 1e-3, None)).astype(np.float32)
+        d = np.asarray(depth, dtype=np.float32)
         prev = self._state.get(name)
-        if prev is not None and prev.shape == log_d.shape and self.alpha < 1:
-            log_d = self.alpha * log_d + (1 - self.alpha) * prev
-        self._state[name] = log_d
-        return np.exp(log_d)
+        if prev is not None and prev.shape == d.shape and self.alpha < 1:
+            d = cv2.addWeighted(d, self.alpha, prev, 1.0 - self.alpha, 0.0)
+        self._state[name] = d
+        return d
 
     def reset(self, name: str) -> None:
         self._state.pop(name, None)
