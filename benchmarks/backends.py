@@ -223,12 +223,14 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
     size = parse_size(args.size)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="int8-fidelity-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    feeds = calibration_batches(size, synth_frames=args.synth_frames, real=True, batch=6, seed=args.seed)
+    models = [m for m in args.models.split(",") if m]
+    feeds = calibration_batches(size, synth_frames=args.synth_frames, real=True, batch=6, seed=args.seed) \
+        if models else []
     n = len(feeds)
     bn_feeds, q_feeds, ev_feeds = feeds[: n // 3], feeds[n // 3: 2 * n // 3], feeds[2 * n // 3:]
     out: dict[str, Any] = {"size": list(size), "splits_images": [sum(len(f["images"]) for f in s) for s in
                                                                 (bn_feeds, q_feeds, ev_feeds)], "results": {}}
-    for name in args.models.split(","):
+    for name in models:
         torch.manual_seed(args.seed)
         model = scale_prediction_heads(calibrate_bn_statistics(create_model(name), bn_feeds), bn_feeds)
         fp32 = workdir / f"{name}.onnx"
@@ -239,9 +241,58 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
                 quantize_onnx(fp32, int8, q_feeds, activation=act, method=method)
                 out["results"][f"{name}/{act}/{method}"] = fidelity(fp32, int8, ev_feeds)
                 print(name, act, method, json.dumps(out["results"][f"{name}/{act}/{method}"]), file=sys.stderr)
+    if args.control:
+        out["results"]["control/yolox_nano"] = yolox_control(Path(args.control), workdir)
+        print("control", json.dumps(out["results"]["control/yolox_nano"]), file=sys.stderr)
     out["env"] = {**environment(torch.device("cpu")), "load_avg_end": _load()}
     out["command"] = " ".join([os.path.basename(sys.executable)] + sys.argv)
     return out
+
+
+def yolox_control(path: Path, workdir: Path) -> dict[str, float]:
+    """The same quantization recipe on a *trained* network (YOLOX-Nano COCO, the shared ONNX
+    file): shows what INT8 does to trained weights, which our untrained stand-ins cannot."""
+    import cv2
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from perception.deploy.backends import ort_session
+    from perception.deploy.quantize import FeedReader, _cosine, _snr_db, shared_data_dir
+
+    root = shared_data_dir()
+    files = sorted((root / "nuscenes_keyframe").glob("*CAM_*.jpg")) + sorted((root / "dashcam" / "test_images")
+                                                                            .glob("*.jpg"))
+    feeds = []
+    for f in files:
+        img = cv2.imread(str(f))
+        r = min(416 / img.shape[0], 416 / img.shape[1])
+        small = cv2.resize(img, (int(img.shape[1] * r), int(img.shape[0] * r)), interpolation=cv2.INTER_LINEAR)
+        pad = np.full((416, 416, 3), 114, np.uint8)
+        pad[: small.shape[0], : small.shape[1]] = small
+        feeds.append({"images": np.ascontiguousarray(pad.transpose(2, 0, 1)[None], dtype=np.float32)})
+    calib, held = feeds[::2], feeds[1::2]
+    import onnx
+    from onnx import version_converter
+
+    pre, q, v13 = workdir / "yolox-pre.onnx", workdir / "yolox-int8.onnx", workdir / "yolox-op13.onnx"
+    onnx.save(version_converter.convert_version(onnx.load(str(path)), 13), str(v13))  # per-channel DQ needs 13
+    quant_pre_process(str(v13), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(q), FeedReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True})
+    s32, s8 = ort_session(path), ort_session(q)
+    acc: dict[str, list[float]] = {}
+    for feed in held:
+        a, b = s32.run(None, feed)[0], s8.run(None, feed)[0]
+        obj32, obj8 = a[..., 4] * a[..., 5:].max(-1), b[..., 4] * b[..., 5:].max(-1)
+        top32, top8 = set(np.argsort(obj32.ravel())[-20:].tolist()), set(np.argsort(obj8.ravel())[-20:].tolist())
+        vals = {"box_reg_cosine": _cosine(a[..., :4] - a[..., :4].mean(1, keepdims=True),
+                                          b[..., :4] - a[..., :4].mean(1, keepdims=True)),
+                "det_snr_db": _snr_db(a, b), "score_mae": float(np.abs(a[..., 4:] - b[..., 4:]).mean()),
+                "top20_agreement": len(top32 & top8) / 20}
+        for k, v in vals.items():
+            acc.setdefault(k, []).append(v)
+    return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
 def main() -> None:
@@ -265,6 +316,7 @@ def main() -> None:
     f.add_argument("--synth-frames", type=int, default=4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--workdir", default="")
+    f.add_argument("--control", default="", help="a trained ONNX model to quantize the same way (yolox_nano.onnx)")
     f.add_argument("--out", default="runs/bench/int8-fidelity.json")
     args = p.parse_args()
     import logging

@@ -64,8 +64,8 @@ def test_qarep_int8_outputs_close_to_fp32(qarep_files):
     fp32, int8, _ = qarep_files
     fid = fidelity(fp32, int8, _feeds(2, 2, seed=5))
     assert fid["depth_abs_rel"] < 0.02, fid
-    assert fid["det_cosine"] > 0.99, fid
-    assert fid["reg_cosine"] > 0.99, fid
+    assert fid["det_cosine"] > 0.95, fid  # centred: constant biases do not count
+    assert fid["cls_cosine"] > 0.95, fid
 
 
 def test_bad_quantization_arguments(qarep_files, tmp_path):

@@ -221,9 +221,10 @@ def fidelity(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, feeds: 
              num_classes: int | None = None, threads: int | None = None) -> dict[str, float]:
     """How close the INT8 model's outputs are to the fp32 model's on the same inputs.
 
-    ``depth_abs_rel``: mean |d8 - d32| / d32 over all pixels; ``det_cosine``/``det_snr_db``: of
-    the raw detection tensor; ``cls_cosine``/``reg_cosine``: its class-logit / regression
-    channels; ``score_mae``: mean |sigmoid difference| of class scores; ``top_score_agreement``:
+    ``depth_abs_rel``: mean |d8 - d32| / d32 over all pixels; ``depth_snr_db``: of log-depth
+    around its mean; ``det_cosine``/``det_snr_db``: of the raw detection tensor minus its fp32
+    per-channel mean (constant biases are not signal); ``cls_cosine``/``reg_cosine``: the same
+    for the class-logit / regression channels; ``score_mae``: mean |sigmoid difference| of class scores; ``top_score_agreement``:
     fraction of the fp32 top-100 (anchor, class) scores also in the INT8 top-100.
     """
     from perception.deploy.backends import ort_session
@@ -238,11 +239,13 @@ def fidelity(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, feeds: 
         sig32, sig8 = 1 / (1 + np.exp(-c32)), 1 / (1 + np.exp(-c8))
         top32 = set(np.argsort(sig32.ravel())[-100:].tolist())
         top8 = set(np.argsort(sig8.ravel())[-100:].tolist())
+        mean = t32.mean(axis=(0, 1), keepdims=True)  # per-channel bias: not signal
+        ld32, ld8 = np.log(d32), np.log(np.maximum(d8, 1e-6))
         vals = {"depth_abs_rel": float(np.mean(np.abs(d8 - d32) / np.maximum(d32, 1e-6))),
-                "depth_snr_db": _snr_db(np.log(d32), np.log(np.maximum(d8, 1e-6))),
-                "det_cosine": _cosine(t32, t8), "det_snr_db": _snr_db(t32, t8),
-                "cls_cosine": _cosine(c32 - c32.mean(), c8 - c8.mean()),
-                "reg_cosine": _cosine(t32[..., nc:], t8[..., nc:]),
+                "depth_snr_db": _snr_db(ld32 - ld32.mean(), ld8 - ld32.mean()),
+                "det_cosine": _cosine(t32 - mean, t8 - mean), "det_snr_db": _snr_db(t32 - mean, t8 - mean),
+                "cls_cosine": _cosine((t32 - mean)[..., :nc], (t8 - mean)[..., :nc]),
+                "reg_cosine": _cosine((t32 - mean)[..., nc:], (t8 - mean)[..., nc:]),
                 "score_mae": float(np.abs(sig32 - sig8).mean()),
                 "top_score_agreement": len(top32 & top8) / 100.0}
         for k, v in vals.items():
