@@ -48,7 +48,7 @@ def _feeds(batch: int, size: tuple[int, int], seed: int = 0) -> dict[str, np.nda
     rng = np.random.default_rng(seed)
     K = np.array([[0.8 * w, 0, w / 2], [0, 0.8 * w, h / 2], [0, 0, 1]], np.float32)
     return {"images": rng.random((batch, 3, h, w), dtype=np.float32),
-            "intrinsics": np.ascontiguousarray(np.broadcast_to(K, (batch, 3, 3)))}
+            "intrinsics": np.repeat(K[None], batch, axis=0)}
 
 
 def _model(name: str, size: tuple[int, int]) -> torch.nn.Module:
