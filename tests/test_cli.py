@@ -61,6 +61,3 @@ def test_unbuilt_command_says_so_and_exits_2():
 
     result = runner.invoke(stub, ["later"])
     assert result.exit_code == 2 and "not built yet" in result.output and "issue 99" in result.output
-    # and a real stub of the main app (compress is built in issue 8)
-    result = runner.invoke(app, ["compress", "lottery"])
-    assert result.exit_code == 2 and "not built yet" in result.output

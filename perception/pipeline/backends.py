@@ -135,7 +135,8 @@ _BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch-compile": CompiledTorchBackend,
     "cuda-graph": CudaGraphBackend,
 }
-_PLANNED = {"onnx": "ONNX Runtime", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+# Backends that live in perception.deploy (they pull onnx/onnxruntime/tensorrt): imported on first use.
+_DEPLOY_BACKENDS = {"onnx", "onnxruntime", "tensorrt"}
 
 
 def register_backend(name: str, factory: Callable[..., Backend]) -> None:
@@ -143,15 +144,23 @@ def register_backend(name: str, factory: Callable[..., Backend]) -> None:
     _BACKENDS[name] = factory
 
 
+def _load_deploy_backends() -> None:
+    try:
+        import perception.deploy.backends  # noqa: F401  (registers onnx, onnxruntime, tensorrt)
+    except ImportError as exc:  # onnxruntime missing: the torch backends still work
+        log.warning("ONNX Runtime/TensorRT backends unavailable: %s (pip install 'perception[onnx]')", exc)
+
+
 def list_backends() -> list[str]:
+    if not _DEPLOY_BACKENDS <= set(_BACKENDS):
+        _load_deploy_backends()
     return sorted(_BACKENDS)
 
 
 def create_backend(name: str, model: PerceptionNet, device: str = "cpu", **kwargs) -> Backend:
     """The backend ``name`` for ``model`` on ``device`` (the model is fused first)."""
+    if name not in _BACKENDS and name in _DEPLOY_BACKENDS:
+        _load_deploy_backends()
     if name not in _BACKENDS:
-        if name in _PLANNED:
-            raise ValueError(f"backend {name!r} ({_PLANNED[name]}) is not available yet; "
-                             f"available: {', '.join(list_backends())}")
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(list_backends())}")
     return _BACKENDS[name](model, device, **kwargs)
