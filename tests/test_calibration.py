@@ -111,6 +111,10 @@ def test_yaml_missing_K_names_file_and_field(tmp_path: Path) -> None:
     p.write_text("name: r\ncameras:\n  - name: front\n    width: 640\n    height: 480\n    K: [[1, 0], [0, 1]]\n")
     with pytest.raises(CalibrationError, match=r"noK.yaml.*'K' has shape"):
         Rig.load(p)
+    # a single-camera file (as `perception calibrate` writes) names the missing field too
+    p.write_text("name: dashcam\nwidth: 1280\nheight: 720\ndist: [0, 0, 0, 0, 0]\n")
+    with pytest.raises(CalibrationError, match=r"noK.yaml.*missing field 'K'"):
+        Rig.load(p)
 
 
 def test_missing_calibration_file() -> None:

@@ -285,8 +285,10 @@ class Rig:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if isinstance(data, dict) and "cameras" not in data and "K" in data:
-            data = {"name": data.get("name", path.stem), "cameras": [data]}
+        single_camera_keys = {"K", "width", "height", "dist", "T_ego_cam"}
+        if isinstance(data, dict) and "cameras" not in data and single_camera_keys & set(data):
+            # a single-camera file: let Camera.from_dict name the missing field ('K', 'width', ...)
+            return cls(str(data.get("name", path.stem)), [Camera.from_dict(data, str(path))])
         return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> None:
