@@ -350,3 +350,44 @@ def test_eval_cli_synth_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## 2D detection" in report and "## Depth" in report and "qualitative.png" in report
     assert (out / "qualitative.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- teacher agreement
+def test_agreement_counts_found_cars_by_the_rules():
+    from perception.eval.agreement import AgreementCounter
+
+    ag = AgreementCounter(ref_score=0.5, min_height=40, score=0.3, iou=0.5)
+    ref = np.array([[100, 100, 200, 180], [300, 100, 320, 120], [500, 100, 600, 200]], float)  # 80, 20, 100 px tall
+    ref_scores = np.array([0.9, 0.9, 0.4])  # the third is too unsure to count
+    ref_car = np.array([True, True, True])
+    # image 1: our car overlaps the first reference car -> found
+    assert ag.add(np.array([[105, 102, 198, 182]]), np.array([0.6]), np.array([True]), ref, ref_scores, ref_car)
+    # image 2: right place but too low a score, and a confident box of another class -> not found
+    assert ag.add(np.array([[105, 102, 198, 182], [100, 100, 200, 180]]), np.array([0.2, 0.9]),
+                  np.array([True, False]), ref, ref_scores, ref_car) is False
+    # image 3: only the small / unsure reference cars -> not counted at all
+    assert ag.add(np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool), ref[1:], ref_scores[1:], ref_car[1:]) is None
+    # image 4: the reference car lies outside the evaluated crop -> not counted
+    assert ag.add(np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool), ref[:1], ref_scores[:1], ref_car[:1],
+                  window=np.array([250, 0, 700, 400])) is None
+    m = ag.compute()
+    assert m["images"] == 4 and m["images_with_reference_car"] == 2 and m["reference_cars"] == 2
+    assert m["car_found_rate"] == pytest.approx(0.5) and m["car_recall"] == pytest.approx(0.5)
+
+
+def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from perception.cli import app
+
+    teacher = shared_data / "weights" / "yolox_nano.onnx"
+    video = shared_data / "dashcam" / "test_video.mp4"
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "video", "--data",
+                                 str(video), "--frames", "3", "--size", "128x224", "--teacher", str(teacher),
+                                 "--qualitative", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    ta = m["teacher_agreement"]
+    assert ta["images"] == 3 and ta["images_with_reference_car"] >= 1  # the teacher sees cars in this clip
+    assert "Agreement with the reference detector" in (out / "report.md").read_text()

@@ -79,6 +79,7 @@ def bench_pipeline(
     case: list[str] = typer.Option(None, "--case", help="Only these cases (index 0, 1, 2 or name)."),
     rig: Path = typer.Option(None, "--rig", help="Six-camera rig with sources (default: data/sample_drive/rig.yaml "
                              "when readable, else a synthetic 256x448 clip)."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CPUs with native bf16, fp16 on CUDA), fp32, bf16, fp16."),
     out: Path = typer.Option(Path("runs/bench/pipeline.json"), help="JSON output path."),
 ) -> None:
     from perception.cli.app import setup_logging
@@ -94,7 +95,8 @@ def bench_pipeline(
     try:
         with console.status("benchmarking the pipeline") as status:
             result = run_bench(frames, dashcam, threads, case or None,
-                               progress=lambda name: status.update(f"[bold]{name}[/]"), six_rig=rig)
+                               progress=lambda name: status.update(f"[bold]{name}[/]"), six_rig=rig,
+                               precision=precision)
     except (SourceError, CalibrationError, ValueError) as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,14 +105,15 @@ def bench_pipeline(
     table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores, "
                         f"{env['threads']} torch threads)  torch {env['torch']}  {env['date']}")
     stages = ("preprocess", "model", "decode", "lift", "bev", "track", "render", "sinks", "total")
-    for col in ("case", "frames", "frames/s", *[f"{s} ms" for s in stages], "CPU ms/frame", "model-only fps", "load"):
+    for col in ("case", "precision", "frames", "frames/s", *[f"{s} ms" for s in stages], "CPU ms/frame", "model-only fps", "load"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in result["results"]:
         lat = r["latency_ms"]
-        table.add_row(r["case"], str(r["frames"]), f"{r['fps']:.2f}",
-                      *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages], f"{r['cpu_ms_per_frame']:.0f}", f"{r['model_only_fps']:.1f}",
+        table.add_row(r["case"], r.get("precision", "fp32"), str(r["frames"]), f"{r['fps']:.2f}",
+                      *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages], f"{r['cpu_ms_per_frame']:.0f}",
+                      f"{r['model_only_fps']:.1f}",
                       f"{r['load_before']:.1f}/{r['load_after']:.1f}")
     typer.echo("")
-    console.print(table)
+    console.print(table, width=max(console.width, 180))
     console.print(f"timed: {result['timed']}")
     console.print(f"saved {out}")

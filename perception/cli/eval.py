@@ -29,13 +29,17 @@ def eval_command(
     seed: int = typer.Option(90000, "--seed", "-s",
                              help="Synthetic split seed (training uses 500-2999; keep evaluation seeds apart)."),
     frames: int = typer.Option(None, "--frames", "-n", help="Frames to evaluate (default: synth 20, others all)."),
-    backend: str = typer.Option("torch", "--backend", help="torch, or onnx (once the ONNX Runtime backend exists)."),
+    backend: str = typer.Option("torch", "--backend",
+                                help="torch (fused network), torch-train (unfused train form) or onnx (ONNX Runtime)."),
     size: str = typer.Option("256x448", "--size", help="Network input HxW (same resize/crop as training)."),
     score_thresh: float = typer.Option(0.05, "--score-thresh", help="Keep detections above this score."),
     rig: str = typer.Option("surround6", "--rig", help="Synthetic rig: built-in name or YAML."),
     calib: Path = typer.Option(None, "--calib", help="Video: camera/rig YAML (e.g. data/rigs/dashcam_1280x720.yaml)."),
     random_weights: bool = typer.Option(False, "--random-weights",
                                         help="Allow a registered model without shipped weights (plumbing tests)."),
+    teacher: Path = typer.Option(None, "--teacher",
+                                 help="Reference COCO detector (YOLOX ONNX, e.g. $SHARED_DATA/weights/yolox_nano.onnx):"
+                                      " report how often our model finds the cars it finds (for unlabelled video)."),
     qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -51,12 +55,12 @@ def eval_command(
         fail(f"--score-thresh must be in [0, 1), got {score_thresh}")
     if frames is not None and frames < 1:
         fail(f"--frames must be at least 1, got {frames}")
-    if backend not in ("torch", "onnx"):
-        fail(f"--backend must be torch or onnx, got {backend!r}")
+    if backend not in ("torch", "torch-train", "onnx"):
+        fail(f"--backend must be torch, torch-train or onnx, got {backend!r}")
     if qualitative < 0:
         fail("--qualitative must be >= 0")
     opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
-                       rig=rig, calib=calib, qualitative=qualitative)
+                       rig=rig, calib=calib, qualitative=qualitative, teacher=teacher)
     t0 = time.perf_counter()
     try:
         net, desc = load_model(model, random_weights=random_weights)
@@ -86,6 +90,10 @@ def eval_command(
         parts.append(f"abs_rel {m['depth']['abs_rel']:.3f}")
     if "bev" in m and m["bev"].get("center_map") is not None:
         parts.append(f"BEV centre mAP {_pct(m['bev']['center_map'])}")
+    if "teacher_agreement" in m and m["teacher_agreement"]["car_found_rate"] is not None:
+        ta = m["teacher_agreement"]
+        parts.append(f"cars found in {_pct(ta['car_found_rate'])} of {ta['images_with_reference_car']} images "
+                     f"where the teacher finds one")
     console.print(f"{'; '.join(parts)} -> {out}/metrics.json, report.md ({time.perf_counter() - t0:.1f} s)",
                   highlight=False)
 

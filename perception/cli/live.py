@@ -15,7 +15,9 @@ def live_command(
     camera: str = typer.Option("0", "--camera", help="Camera index, /dev/videoN, rtsp:// URL or GStreamer pipeline."),
     calib: Path = typer.Option(None, "--calib", "-c", help="Calibration YAML (default: 60 deg HFOV at 1.4 m)."),
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name or checkpoint path."),
-    backend: str = typer.Option("torch", "--backend", help="torch, torch-compile or cuda-graph."),
+    backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, fp16 on CUDA), "
+                                  "fp32, bf16 or fp16."),
     out: Path = typer.Option(Path("runs/live"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
@@ -26,5 +28,5 @@ def live_command(
 ) -> None:
     setup_logging(verbose)
     opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
-                            size=size, device=device)
+                            size=size, device=device, precision=precision)
     execute(single_camera_rig(camera, calib, None), [camera], opts, "live")

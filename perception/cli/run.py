@@ -22,7 +22,7 @@ OUTPUTS = ("video.mp4", "bev.png", "detections.jsonl", "summary.json")
 
 def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, serve: int | None,
                      max_frames: int | None, size: str | None, device: str = "auto", render: bool = True,
-                     threads: int | None = None, extra: dict[str, Any] | None = None):
+                     threads: int | None = None, precision: str = "auto", extra: dict[str, Any] | None = None):
     """Validate the common options into :class:`PipelineOptions` (one-line errors)."""
     from perception.pipeline.bev import BEVConfig
     from perception.pipeline.render import RenderConfig
@@ -30,6 +30,8 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
 
     if max_frames is not None and max_frames < 1:
         fail("--max-frames must be >= 1")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        fail(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if serve is not None and not (0 <= serve < 65536):
         fail(f"--serve: invalid port {serve}")
     net_size = None
@@ -49,7 +51,8 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
         display = RenderConfig.from_dict(extra.pop("display", None))
     except (TypeError, ValueError) as exc:
         fail(str(exc))
-    return PipelineOptions(model=model, backend=backend, device=device, size=net_size, out=out, show=show,
+    return PipelineOptions(model=model, backend=backend, precision=precision, device=device, size=net_size,
+                           out=out, show=show,
                            serve=serve, max_frames=max_frames, render=render, bev=bev, display=display,
                            threads=threads, **extra)
 
@@ -155,8 +158,9 @@ def run_command(
     camera: str = typer.Option(None, "--camera-name", help="Which camera of a multi-camera --calib file."),
     rig: Path = typer.Option(None, "--rig", "-r", help="Rig YAML with one 'source' per camera."),
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name or checkpoint path."),
-    backend: str = typer.Option("torch", "--backend", help="torch, torch-compile or cuda-graph (onnx/tensorrt: "
-                                "planned)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
+    precision: str = typer.Option("auto", "--precision", help="torch backends: auto (bf16 on CPUs with native "
+                                  "bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
@@ -177,7 +181,8 @@ def run_command(
     if rig is not None and calib is not None:
         fail("--calib goes with --source; a --rig file carries its own calibration")
     opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
-                            size=size, device=device, render=not no_render, extra={"loop": loop})
+                            size=size, device=device, render=not no_render, precision=precision,
+                            extra={"loop": loop})
     if rig is not None:
         try:
             the_rig, sources = build_rig(rig)

@@ -199,6 +199,17 @@ def write_report(evaluation: Any, out_dir: str | Path, title: str = "Evaluation"
         lines += ["## Predictions (no ground truth)", "",
                   f"{p.get('detections_per_image')} detections per image; median predicted depth "
                   f"{p.get('median_depth_m')} m.", ""]
+    if "teacher_agreement" in m:
+        t = m["teacher_agreement"]
+        r = t["rule"]
+        lines += ["## Agreement with the reference detector", "",
+                  f"Reference: `{t.get('teacher')}`; its cars with score >= {r['reference_score']} and height >= "
+                  f"{r['reference_min_height_px']} px; ours found = a car box with score >= {r['score']} at IoU >= "
+                  f"{r['iou']}.", "",
+                  "| images | with a reference car | cars found in | reference cars | car recall | our cars / image |",
+                  "|---|---|---|---|---|---|",
+                  f"| {t['images']} | {t['images_with_reference_car']} | {_fmt(t['car_found_rate'], pct=True)} | "
+                  f"{t['reference_cars']} | {_fmt(t['car_recall'], pct=True)} | {t['predicted_cars_per_image']} |", ""]
     if plot_qualitative(evaluation.qualitative, out / "qualitative.png"):
         lines += ["## Qualitative", "", "Boxes: prediction red (with score), ground truth green. Depth: inverse "
                   "depth colour map, black = no ground truth.", "", "![qualitative results](qualitative.png)", ""]

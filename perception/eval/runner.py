@@ -37,6 +37,7 @@ from perception.data.classes import CLASSES
 from perception.data.sample import Sample
 from perception.eval.bev import BevEvaluator, BevObjects, OccupancyGrid, lift_depth, lift_to_ego, merge_objects, \
     occupancy_from_points
+from perception.eval.agreement import AgreementCounter
 from perception.eval.depth import DepthEvaluator
 from perception.eval.detection import DetectionEvaluator, ImageDetections
 from perception.geometry import Camera
@@ -51,6 +52,9 @@ __all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor"
 DATASETS = ("synth", "kitti", "nuscenes", "video")
 DEFAULT_SEED = 90000
 TRAINING_SEEDS = range(500, 3000)
+
+
+COCO_CAR = 2  # the COCO class index of "car" in the teacher's output
 
 
 class EvalError(ValueError):
@@ -72,6 +76,10 @@ class EvalOptions:
     qualitative: int = 6                 # camera images kept for the report
     merge_dist: float = 1.5              # m, cross-camera de-duplication of BEV objects
     min_visible_in_crop: float = 0.5     # GT boxes less inside the evaluated crop are ignored
+    teacher: str | Path | None = None    # reference detector (YOLOX ONNX) for car-finding agreement
+    teacher_score: float = 0.5           # reference cars: score >= this ...
+    teacher_min_height: float = 40.0     # ... and at least this tall (original pixels)
+    agree_score: float = 0.3             # our car boxes counted at score >= this
 
 
 # ---------------------------------------------------------------------------- predictors
@@ -210,11 +218,16 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
 
 def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", device: str = "cpu",
                            **kwargs: Any) -> Predictor:
-    """``torch``: :class:`TorchPredictor`. ``onnx``: the ONNX Runtime backend of
+    """``torch``: :class:`TorchPredictor` (fused); ``torch-train``: the same unfused. ``onnx``: the
+    ONNX Runtime backend of
     :mod:`perception.deploy.backends` (registered with the pipeline's ``create_backend``; the
     model is exported on first use), decoded like the torch outputs."""
     if backend == "torch":
         return TorchPredictor(model, device=device, **kwargs)
+    if backend == "torch-train":  # the multi-branch train form, to check that fusing changes no metric
+        if getattr(model, "is_reparameterized", False):
+            raise EvalError("backend 'torch-train' needs a train-form model; this checkpoint is fused")
+        return TorchPredictor(model, device=device, fuse=False, **kwargs)
     if backend == "onnx":
         try:
             import perception.deploy.backends  # noqa: F401  (registers "onnx" with the pipeline)
@@ -226,7 +239,7 @@ def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str
         except Exception as exc:  # noqa: BLE001 - any failure of the optional runtime is a clear user error
             raise EvalError(f"backend 'onnx' could not be created: {exc}") from None
         return as_predictor(impl, classes=model.classes, **kwargs)
-    raise EvalError(f"unknown backend {backend!r}; choose torch or onnx")
+    raise EvalError(f"unknown backend {backend!r}; choose torch, torch-train or onnx")
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -378,6 +391,18 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
     per_frame_q = max(1, math.ceil(opts.qualitative / max(num_frames or 1, 1)))
     n_pred, pred_depth_median = 0, []
     total = num_frames or 0
+    teacher, agree = None, None
+    if opts.teacher is not None:
+        if "car" not in classes:
+            raise EvalError("--teacher measures car finding, but the model predicts no 'car' class")
+        from perception.train.teacher import YoloxTeacher
+
+        try:
+            teacher = YoloxTeacher(opts.teacher)
+        except (FileNotFoundError, ImportError) as exc:
+            raise EvalError(f"--teacher: {exc}") from None
+        agree = AgreementCounter(ref_score=opts.teacher_score, min_height=opts.teacher_min_height,
+                                 score=opts.agree_score)
     for f, sample in enumerate(samples):
         pre = [preprocess(sample, c, opts.size, dense_depth) for c in range(len(sample.cameras))]
         images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
@@ -401,6 +426,10 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             keep = labels >= 0
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             n_pred += len(boxes)
+            if agree is not None:
+                tb, ts, tl = teacher.raw(sample.images[c], score_thresh=opts.teacher_score)
+                agree.add(p.to_original(boxes), scores, labels == classes.index("car"),
+                          tb, ts, tl == COCO_CAR, window=p.window())
             center = d.center_cam.detach().cpu().numpy().astype(np.float64).reshape(-1, 3)[keep] \
                 if d.center_cam is not None and len(d.center_cam) == len(keep) else np.zeros((len(boxes), 3))
             pred_objs.append(BevObjects(lift_to_ego(center, p.camera.T_ego_cam), labels, scores,
@@ -462,6 +491,8 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
         metrics["predictions"] = {"detections_per_image": round(n_pred / max(frames, 1) / max(len(pre), 1), 3),
                                   "median_depth_m": round(float(np.median(pred_depth_median)), 3)
                                   if pred_depth_median else None}
+    if agree is not None:
+        metrics["teacher_agreement"] = {**agree.compute(), "teacher": str(opts.teacher)}
     metrics["frames"] = frames
     metrics["meta"] = {**(meta or {}), "dataset": opts.dataset, "frames": frames, "classes": list(classes),
                        "size": list(opts.size), "score_thresh": opts.score_thresh,

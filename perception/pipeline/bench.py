@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import cv2
+import numpy as np
 import torch
 
 from perception.pipeline.bev import BEVConfig
@@ -121,7 +122,7 @@ def _model_only_ms(pipe: Pipeline, iters: int = 8) -> float:
     H, W = pipe.size
     B = len(pipe.rig)
     x = torch.full((B, 3, H, W), 0.5).contiguous(memory_format=torch.channels_last)
-    K = torch.as_tensor([c.scaled(W, H).K for c in pipe.rig.cameras], dtype=torch.float32)
+    K = torch.as_tensor(np.stack([c.scaled(W, H).K for c in pipe.rig.cameras]), dtype=torch.float32)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -130,11 +131,11 @@ def _model_only_ms(pipe: Pipeline, iters: int = 8) -> float:
     return float(sorted(times)[len(times) // 2])
 
 
-def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, Any]:
+def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str = "auto") -> dict[str, Any]:
     rig, sources = build_rig(case.rig)
     model, name, trained = load_model(case.model)
     opts = PipelineOptions(model=case.model, size=case.size, out=out, render=case.render, max_frames=case.frames,
-                           loop=case.loop, bev=BEVConfig(), pipelined=pipelined)
+                           loop=case.loop, bev=BEVConfig(), pipelined=pipelined, precision=precision)
     load_before = _load()
     pipe = Pipeline(rig, sources, opts, model=model, model_name=name)
     pipe.warmup()  # run() warms up again (cheap); this keeps warm-up out of the CPU-time figure
@@ -145,6 +146,7 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, An
     pipe.close()
     return {"case": case.name, "cameras": len(rig), "camera_size": list(rig.cameras[0].size), "model": name,
             "trained_weights": trained, "network_size": list(case.size), "render": case.render,
+            "precision": pipe.precision,
             "pipelined": pipelined, "frames": summary["frames"], "fps": summary["fps"],
             "latency_ms": summary["latency_ms"], "dropped_frames": summary["dropped_frames"],
             "errors": summary["errors"], "load_before": load_before, "load_after": _load(),
@@ -160,7 +162,7 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True) -> dict[str, An
 
 def bench_pipeline(frames: int = 60, dashcam_video: Path | None = None, threads: int | None = None,
                    cases: list[str] | None = None, progress: Callable[[str], None] | None = None,
-                   six_rig: Path | None = None) -> dict[str, Any]:
+                   six_rig: Path | None = None, precision: str = "auto") -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     results = []
@@ -171,7 +173,7 @@ def bench_pipeline(frames: int = 60, dashcam_video: Path | None = None, threads:
                 continue
             if progress:
                 progress(case.name)
-            results.append(run_case(case, work / f"out{k}"))
+            results.append(run_case(case, work / f"out{k}", precision=precision))
     return {"env": environment(), "results": results,
             "timed": "end to end: capture/decode -> preprocess -> model -> decode -> lift -> BEV -> track -> "
                      "render -> sinks (video.mp4 + detections.jsonl), synchronised multi-camera frames, "

@@ -21,7 +21,7 @@ import torch
 from perception.geometry import CalibrationError, Camera, Rig
 from perception.geometry.transforms import camera_pose
 from perception.nn import PerceptionNet, create_model, list_models
-from perception.pipeline.backends import Backend, create_backend
+from perception.pipeline.backends import TORCH_BACKENDS, Backend, create_backend, resolve_precision
 from perception.pipeline.bev import BEVConfig
 from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
 from perception.pipeline.engine import (BEVFusion, Decode, Engine, Lift, ModelStage, Preprocess, SinkStage, Track,
@@ -119,6 +119,7 @@ def probe_size(spec: str) -> tuple[int, int]:
 class PipelineOptions:
     model: str = "rep-s"
     backend: str = "torch"
+    precision: str = "auto"                       # torch backends: auto (bf16 CPU / fp16 CUDA), fp32, bf16, fp16
     device: str = "auto"
     size: tuple[int, int] | None = None           # network input (H, W); None: auto from the first camera
     out: Path | None = Path("runs/run")
@@ -160,7 +161,12 @@ class Pipeline:
         if model is None:
             model, model_name, _ = load_model(opts.model)
         self.model_name = model_name or opts.model
-        self.backend: Backend = create_backend(opts.backend, model, device)
+        kwargs = {}
+        if opts.backend in TORCH_BACKENDS:
+            kwargs["dtype"] = self.precision = resolve_precision(opts.precision, device)
+        else:
+            self.precision = "fp32"
+        self.backend: Backend = create_backend(opts.backend, model, device, **kwargs)
         cfg = model.cfg
         cam0 = rig.cameras[0]
         self.size = opts.size or auto_size(cam0.width, cam0.height)
@@ -213,7 +219,7 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         s = self.engine.live_stats()
         s.update(dropped_frames=self.dropped_frames(), errors=dict(self.errors()), model=self.model_name,
-                 backend=self.backend.name, device=self.device,
+                 backend=self.backend.name, precision=self.precision, device=self.device,
                  cameras={c.source.name: c.state for c in self.captures})
         return s
 
@@ -273,6 +279,7 @@ class Pipeline:
             "errors": self.errors(),
             "model": self.model_name,
             "backend": self.backend.name,
+            "precision": self.precision,
             "device": self.device,
         }
         self.sink_stage.close(self.summary)

@@ -1,0 +1,93 @@
+"""Agreement with a reference detector on video without labels.
+
+A dashcam clip has no ground truth, but a strong COCO detector (the YOLOX teacher of
+:mod:`perception.train.teacher`) finds the obvious cars. The question users care about is
+"does our model find the cars that are plainly there?": over the camera images where the
+reference finds a car with ``score >= ref_score`` and box height ``>= min_height`` px (in the
+original image), the fraction where our model has a car box with ``score >= score`` overlapping
+one of those reference cars with IoU ``>= iou``. Box-level recall of those reference cars is
+reported too. Reference boxes less than half inside the evaluated crop are not counted (the
+network never sees them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of xyxy boxes (continuous coordinates)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def fraction_inside(boxes: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Fraction of each xyxy box's area inside the xyxy ``window``."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    lt = np.maximum(boxes[:, :2], window[:2])
+    rb = np.minimum(boxes[:, 2:], window[2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    return np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+
+
+@dataclass
+class AgreementCounter:
+    """Accumulates the car-finding agreement with a reference detector (see module docstring)."""
+
+    ref_score: float = 0.5
+    min_height: float = 40.0
+    score: float = 0.3
+    iou: float = 0.5
+    images: int = 0
+    images_with_ref_car: int = 0
+    images_found: int = 0
+    ref_cars: int = 0
+    ref_cars_found: int = 0
+    pred_cars: int = 0
+
+    def add(self, pred_boxes: np.ndarray, pred_scores: np.ndarray, pred_is_car: np.ndarray,
+            ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_is_car: np.ndarray,
+            window: np.ndarray | None = None) -> bool | None:
+        """One camera image, all boxes in original pixels. Returns whether a reference car was
+        found (None when the reference has no qualifying car in this image)."""
+        self.images += 1
+        ref_boxes = np.asarray(ref_boxes, np.float64).reshape(-1, 4)
+        h = ref_boxes[:, 3] - ref_boxes[:, 1]
+        keep = np.asarray(ref_is_car, bool) & (np.asarray(ref_scores) >= self.ref_score) & (h >= self.min_height)
+        if window is not None:
+            keep &= fraction_inside(ref_boxes, window) >= 0.5
+        ref = ref_boxes[keep]
+        pred = np.asarray(pred_boxes, np.float64).reshape(-1, 4)[
+            np.asarray(pred_is_car, bool) & (np.asarray(pred_scores) >= self.score)]
+        self.pred_cars += len(pred)
+        if len(ref) == 0:
+            return None
+        self.images_with_ref_car += 1
+        self.ref_cars += len(ref)
+        matched = (box_iou(ref, pred) >= self.iou).any(axis=1) if len(pred) else np.zeros(len(ref), bool)
+        self.ref_cars_found += int(matched.sum())
+        found = bool(matched.any())
+        self.images_found += int(found)
+        return found
+
+    def compute(self) -> dict[str, float | int | None]:
+        return {
+            "car_found_rate": (self.images_found / self.images_with_ref_car) if self.images_with_ref_car else None,
+            "car_recall": (self.ref_cars_found / self.ref_cars) if self.ref_cars else None,
+            "images": self.images,
+            "images_with_reference_car": self.images_with_ref_car,
+            "reference_cars": self.ref_cars,
+            "predicted_cars_per_image": round(self.pred_cars / max(self.images, 1), 3),
+            "rule": {"reference_score": self.ref_score, "reference_min_height_px": self.min_height,
+                     "score": self.score, "iou": self.iou},
+        }
