@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -43,6 +44,8 @@ def synth_command(
     scenery: str = typer.Option(None, "--scenery", help="urban, suburban or rural (default: random)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
+    workers: int = typer.Option(0, "--workers", help="Render processes, one torch thread each (0 = one per CPU "
+                                "core on the CPU; 1 = this process only). Same pixels either way."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
@@ -67,6 +70,8 @@ def synth_command(
             fail(f"{name} must be one of {', '.join(allowed)}, got {val!r}")
     if threads < 0:
         fail("--threads must be >= 0")
+    if workers < 0:
+        fail("--workers must be >= 0")
     if threads:
         torch.set_num_threads(threads)
     if device == "auto":
@@ -91,8 +96,9 @@ def synth_command(
     with Progress(TextColumn("[bold]synth[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
                   TimeRemainingColumn(), console=console) as prog:
         task = prog.add_task("render", total=frames, fps="")
-        for i in range(frames):
-            writer.write(ds[i])
+        n_workers = workers or ((os.cpu_count() or 1) if device == "cpu" else 1)
+        for i, sample in enumerate(ds.iter_parallel(n_workers)):
+            writer.write(sample)
             el = time.perf_counter() - t0
             prog.update(task, advance=1, fps=f"{(i + 1) / el:.1f} frames/s")
     command = "perception synth " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None

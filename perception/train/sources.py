@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import logging
+import multiprocessing
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from perception.data.sample_folder import SampleFolder, write_sample
 
@@ -56,27 +58,70 @@ def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
 
 
 def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
-    """Render (or finish rendering) the synthetic spec into its cache folder; returns it."""
-    from perception.data.synth import SynthDataset
+                 progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
+    """Render (or finish rendering) the synthetic spec into its cache folder; returns it.
 
+    ``workers`` processes (default: one per CPU core) render whole episodes side by side with one
+    torch thread each: the renderer is made of many small tensor ops that two threads share badly,
+    so two single-threaded processes render about 1.5-2x faster than one process with two threads.
+    """
     rig, opts = parse_synth_spec(spec)
     out = synth_cache_dir(spec, size, cache_root)
     out.mkdir(parents=True, exist_ok=True)
     frames = int(opts["frames"])
     done = {p.parent.name for p in out.glob("*/labels.json")}
     todo = [i for i in range(frames) if f"{i:06d}" not in done]
-    if todo:
-        log.info("rendering %d of %d synthetic frames into %s", len(todo), frames, out)
-        ds = SynthDataset(rig, seed=int(opts["seed"]), frames=frames, size=size, fps=float(opts["fps"]),
-                          episode_frames=int(opts["episode_frames"]))
+    if not todo:
+        return out
+    log.info("rendering %d of %d synthetic frames into %s", len(todo), frames, out)
+    args = (rig, int(opts["seed"]), frames, tuple(size), float(opts["fps"]), int(opts["episode_frames"]), str(out))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    if workers == 1:
         for n, i in enumerate(todo):
-            sample = ds[i]
-            sample.extras["depth_dense"] = True
-            write_sample(sample, out / f"{i:06d}")
+            _render_frames(args, [i])
             if progress:
                 progress(frames - len(todo) + n + 1, frames)
+        return out
+    # whole episodes per job (a worker steps each episode's world once), in frame order
+    ep = int(opts["episode_frames"])
+    jobs: dict[int, list[int]] = {}
+    for i in todo:
+        jobs.setdefault(i // ep, []).append(i)
+    ctx = multiprocessing.get_context("spawn")  # fork after OpenMP has started is unsafe
+    n_done = frames - len(todo)
+    with ctx.Pool(workers, initializer=_init_render_worker) as pool:
+        for count in pool.imap(functools.partial(_render_frames, args), jobs.values()):
+            n_done += count
+            if progress:
+                progress(n_done, frames)
     return out
+
+
+_WORKER_DATASETS: dict[tuple, Any] = {}
+
+
+def _init_render_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _render_frames(args: tuple, indices: list[int]) -> int:
+    """Render frames ``indices`` of the dataset ``args`` into its cache folder (one process)."""
+    from perception.data.synth import SynthDataset
+
+    rig, seed, frames, size, fps, episode_frames, out = args
+    key = args
+    if key not in _WORKER_DATASETS:
+        _WORKER_DATASETS.clear()
+        _WORKER_DATASETS[key] = SynthDataset(rig, seed=seed, frames=frames, size=size, fps=fps,
+                                             episode_frames=episode_frames)
+    ds = _WORKER_DATASETS[key]
+    for i in indices:
+        sample = ds[i]
+        sample.extras["depth_dense"] = True
+        write_sample(sample, Path(out) / f"{i:06d}")
+    return len(indices)
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
