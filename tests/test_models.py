@@ -218,3 +218,19 @@ def test_pretrained_without_shipped_weights_says_where_it_looked(monkeypatch, tm
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="no shipped weights"):
         create_model("rep-n", pretrained=True)
+
+
+def test_release_writes_the_fp16_pair_that_loads_in_both_forms(tmp_path):
+    from perception.nn import create_model, load_checkpoint, save_checkpoint
+    from perception.nn.checkpoint import release_checkpoint
+
+    model = create_model("rep-n")
+    src = save_checkpoint(model, tmp_path / "run" / "rep-n.safetensors")
+    report = release_checkpoint(src, tmp_path / "zoo", size=(64, 96))
+    train = load_checkpoint(tmp_path / "zoo" / "rep-n.safetensors")
+    fused = load_checkpoint(tmp_path / "zoo" / "rep-n-fused.safetensors")
+    assert not train.is_reparameterized and fused.is_reparameterized
+    assert report["files"]["fused"]["bytes"] < src.stat().st_size / 2  # fp16 and no branches
+    assert all(v < 1e-2 for e in report["max_rel_error"].values() for v in e.values())
+    with pytest.raises(ValueError, match="train form"):
+        release_checkpoint(tmp_path / "zoo" / "rep-n-fused.safetensors", tmp_path / "again")

@@ -19,7 +19,9 @@ log = logging.getLogger("perception.cli.export")
 def export_command(
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name (shipped weights, or random "
                               "weights with a warning) or a checkpoint path."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or tensorrt (needs TensorRT; builds from ONNX)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, tensorrt (needs TensorRT; builds from ONNX) or "
+                            "safetensors (the shipped fp16 pair, train + fused form, of a trained train-form "
+                            "checkpoint into the --out folder, e.g. models/rep-s)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (.onnx, or .engine for tensorrt); default "
                              "exports/<model>-<H>x<W>.onnx"),
     batch: int = typer.Option(1, "--batch", "-b", help="Static batch (images per forward = cameras x time)."),
@@ -46,8 +48,11 @@ def export_command(
     from perception.deploy.bench import parse_size
     from perception.deploy.export import ExportError, export_from_spec
 
-    if fmt not in ("onnx", "tensorrt"):
-        fail(f"--format must be onnx or tensorrt, got {fmt!r}")
+    if fmt not in ("onnx", "tensorrt", "safetensors"):
+        fail(f"--format must be onnx, tensorrt or safetensors, got {fmt!r}")
+    if fmt == "safetensors":
+        _release(model, out)
+        return
     if batch != 1 and dynamic_batch:
         fail("--batch and --dynamic-batch exclude each other (a dynamic batch has no fixed size)")
     try:
@@ -87,6 +92,23 @@ def export_command(
         except (RuntimeError, ValueError) as exc:
             fail(str(exc))
         console.print(f"TensorRT {precision} engine: {path}")
+
+
+def _release(model: str, out: Path | None) -> None:
+    from perception.nn.checkpoint import release_checkpoint
+
+    if out is None:
+        fail("--format safetensors needs --out FOLDER (e.g. models/rep-s)")
+    if not Path(model).is_file():
+        fail(f"--format safetensors needs --model CHECKPOINT (a train-form .safetensors file), got {model!r}")
+    try:
+        report = release_checkpoint(model, out)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    for form, f in report["files"].items():
+        err = ", ".join(f"{k} {v:.1e}" for k, v in report["max_rel_error"][form].items())
+        console.print(f"{form:5s} {f['path']}  {f['bytes'] / 1e6:.1f} MB  fp16 vs fp32 max rel. error: {err}",
+                      highlight=False)
 
 
 def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str) -> Path:

@@ -84,4 +84,42 @@ def shipped_checkpoint(name: str) -> Path:
                             f"{MODELS_DIR}/README.md; pass pretrained=PATH for your own checkpoint)")
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "shipped_checkpoint", "torch"]
+def release_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
+                       size: tuple[int, int] = (256, 448), extra: dict[str, str] | None = None) -> dict:
+    """Write the shipped pair of a trained train-form checkpoint into ``out_dir``:
+    ``<name>.safetensors`` (train form) and ``<name>-fused.safetensors`` (deploy form), both fp16.
+
+    Returns the file sizes and how far each fp16 file's outputs are from the fp32 source on a
+    random batch (max abs error relative to each output's scale), so that a bad conversion
+    (e.g. an fp16 overflow in a fused kernel) is caught before the files are shipped.
+    """
+    from perception.nn.reparam import reparameterize_model
+
+    model = load_checkpoint(src)
+    if model.is_reparameterized:
+        raise ValueError(f"{src}: a fused checkpoint; the release needs the train form (both forms are shipped)")
+    name = name or model.cfg.name
+    out = Path(out_dir)
+    files = {"train": out / f"{name}.safetensors", "fused": out / f"{name}-fused.safetensors"}
+    meta = {"source": Path(src).name, **(extra or {})}
+    save_checkpoint(model, files["train"], half=True, extra=meta)
+    save_checkpoint(reparameterize_model(model), files["fused"], half=True, extra=meta)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, *size, generator=gen)
+    K = torch.tensor([[size[1] * 0.8, 0, size[1] / 2], [0, size[1] * 0.8, size[0] / 2], [0, 0, 1]]).expand(2, 3, 3)
+    with torch.inference_mode():
+        ref = model.eval()(x, K)
+        report: dict = {"files": {}, "max_rel_error": {}}
+        for form, path in files.items():
+            got = load_checkpoint(path)(x, K)
+            report["files"][form] = {"path": str(path), "bytes": path.stat().st_size}
+            report["max_rel_error"][form] = {
+                k: float((got[k] - ref[k]).abs().max() / ref[k].abs().max().clamp(min=1e-6)) for k in ref}
+    bad = {f: e for f, e in report["max_rel_error"].items() if not all(v < 1e-2 and v == v for v in e.values())}
+    if bad:
+        raise ValueError(f"fp16 release deviates from the fp32 checkpoint: {bad}")
+    return report
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "shipped_checkpoint", "release_checkpoint",
+           "torch"]
