@@ -34,6 +34,7 @@ class TrainConfig:
     log_every: int = 10
     device: str = "auto"
     init: str | None = None  # checkpoint to start from (weights only)
+    selfsup_batch: int = 2  # video triplets per step and process (only with video: data specs)
     loss: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

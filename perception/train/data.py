@@ -164,12 +164,17 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
     affine = np.concatenate([c * b * sat, np.full((3, 1), (1.0 - c) * mean)], axis=1)
     out = cv2.transform(image, affine)  # uint8 in, uint8 out, rounded and saturated
     if aug.noise > 0:
-        sigma = 255.0 * aug.noise * rng.random()
-        noise = np.empty(image.shape, np.int16)
-        cv2.setRNGSeed(int(rng.integers(2**31 - 1)))
-        cv2.randn(noise, 0.0, sigma)
-        out = cv2.add(out, noise, dtype=cv2.CV_8U)
+        out = _sensor_noise(out, rng, aug.noise)
     return out
+
+
+def _sensor_noise(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Gaussian noise of a random sigma up to ``255 * strength``, drawn by OpenCV seeded from ``rng``."""
+    sigma = 255.0 * strength * rng.random()
+    noise = np.empty(image.shape, np.int16)
+    cv2.setRNGSeed(int(rng.integers(2**31 - 1)))
+    cv2.randn(noise, 0.0, sigma)
+    return cv2.add(image, noise, dtype=cv2.CV_8U)
 
 
 class CameraDataset(torch.utils.data.Dataset):
@@ -229,3 +234,104 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch["depth"] = torch.from_numpy(np.stack(maps))[:, None]
         batch["depth_dense"] = torch.tensor([it["depth"] is not None and it["depth_dense"] for it in items])
     return batch
+
+
+# ----------------------------------------------------------------------------- video triplets
+def make_triplet(frames: list[np.ndarray], K: np.ndarray, up_cam: np.ndarray, out_hw: tuple[int, int],
+                 rng: np.random.Generator | None, aug: AugmentConfig | None = None) -> dict[str, Any]:
+    """One self-supervised item from frames (t-1, t, t+1) of one camera with intrinsics ``K``.
+
+    The same zoom, crop and flip go to all three frames (a different one per frame would look
+    like camera motion) and ``K`` follows them exactly like in :func:`make_item`. Zoom is kept
+    >= 1 so no frame gets a padded border, which the photometric loss would try to explain.
+    ``frames`` are the clean frames (the photometric loss compares these); ``frames_aug`` get
+    one shared colour jitter and independent sensor noise and are what the networks see
+    (as Monodepth2: augment the inputs, not the loss targets).
+    """
+    aug = aug or AugmentConfig(enabled=False)
+    use_aug = aug.enabled and rng is not None
+    H0, W0 = frames[0].shape[:2]
+    H, W = out_hw
+    s = max(W / W0, H / H0)
+    if use_aug:
+        lo, hi = max(1.0, aug.scale[0]), max(1.0, aug.scale[1])
+        s *= math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    Ws, Hs = max(W, round(W0 * s)), max(H, round(H0 * s))
+    x0 = (Ws - W) // 2 if not use_aug else int(rng.integers(0, Ws - W + 1))
+    y0 = (Hs - H) // 2 if not use_aug else int(rng.integers(0, Hs - H + 1))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    out = [cv2.resize(f, (Ws, Hs), interpolation=interp)[y0:y0 + H, x0:x0 + W] for f in frames]
+    cam = Camera("video", W0, H0, K).scaled(Ws, Hs).cropped(x0, y0, W, H)
+    K2, up = cam.K.copy(), np.asarray(up_cam, np.float64).copy()
+    if use_aug and rng.random() < aug.flip:
+        out = [f[:, ::-1] for f in out]
+        K2[0, 2] = W - 1 - K2[0, 2]
+        up[0] = -up[0]  # the mirrored world: camera x flips sign
+    clean = np.ascontiguousarray(np.stack(out))
+    augmented = clean
+    if use_aug:
+        colour = AugmentConfig(**{**aug.__dict__, "noise": 0.0})
+        colour_seed = int(rng.integers(2**63 - 1))
+        jittered = [_photometric(f, np.random.default_rng(colour_seed), colour) for f in clean]
+        if aug.noise > 0:
+            jittered = [_sensor_noise(f, rng, aug.noise) for f in jittered]
+        augmented = np.stack(jittered)
+    return {"frames": clean, "frames_aug": augmented, "K": K2.astype(np.float32), "up_cam": up.astype(np.float32)}
+
+
+class VideoTripletDataset(torch.utils.data.Dataset):
+    """(t-1, t, t+1) triplets of decoded ``video:`` specs (:class:`perception.train.sources.VideoFrames`).
+
+    Indexed by ``(epoch, index)`` pairs so the augmentation of an item depends only on them (the
+    trainer draws these from :func:`selfsup_batches`; a resumed run sees the same items).
+    """
+
+    def __init__(self, videos: list[Any], size: tuple[int, int], aug: AugmentConfig | None = None, seed: int = 0):
+        self.videos, self.size, self.aug, self.seed = videos, size, aug or AugmentConfig(), seed
+        self.items = [(v, t) for v, video in enumerate(videos) for _ in range(video.repeat)
+                      for t in range(1, video.count - 1)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        v, t = self.items[index]
+        video = self.videos[v]
+        frames = [cv2.cvtColor(cv2.imread(str(video.frame_path(i)), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                  for i in (t - 1, t, t + 1)]
+        rng = np.random.default_rng([self.seed, 7919, epoch, index]) if self.aug.enabled else None
+        item = make_triplet(frames, video.K, video.up_cam, self.size, rng, self.aug)
+        item["height"] = np.float32(video.height)
+        return item
+
+
+def selfsup_batches(n: int, batch: int, seed: int, step: int, rank: int, world: int) -> list[tuple[int, int]]:
+    """The ``(epoch, index)`` keys of this process's triplet batch at training step ``step``.
+
+    A pure function of the step: the triplets are walked in a seeded permutation per "video
+    epoch" (as :func:`perception.train.trainer.epoch_batches`), independently of the labelled
+    data's epochs, so the video can be shorter or longer than an epoch of labelled data."""
+    if batch < 1:
+        raise ValueError(f"selfsup_batch must be >= 1, got {batch}")
+    per_epoch = n // (batch * world)
+    if per_epoch < 1:
+        raise ValueError(f"video data: {n} triplets, fewer than one self-supervised batch of {batch * world}")
+    epoch, j = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100003 + 7919 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    start = j * batch * world + rank * batch
+    return [(epoch, i) for i in perm[start:start + batch]]
+
+
+def collate_triplets(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack triplets: ``frames`` / ``frames_aug`` ``[B, 3 (t-1, t, t+1), 3, H, W]`` in [0, 1],
+    ``K`` ``[B, 3, 3]``, ``up_cam`` ``[B, 3]``, ``height`` ``[B]``."""
+    def frames(key: str) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([it[key] for it in items]))  # B, 3, H, W, C uint8
+        return x.permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
+
+    return {"frames": frames("frames"), "frames_aug": frames("frames_aug"),
+            "K": torch.from_numpy(np.stack([it["K"] for it in items])),
+            "up_cam": torch.from_numpy(np.stack([it["up_cam"] for it in items])),
+            "height": torch.tensor([float(it["height"]) for it in items])}

@@ -32,6 +32,17 @@ class LossWeights:
     offset: float = 0.5
     depth: float = 1.0
     depth_grad: float = 0.5
+    # self-supervised depth on ``video:`` data (photo + smooth + height terms, see train/selfsup.py);
+    # None = 0.1 when the config has video specs, else off. See SELFSUP_DEFAULT for why 0.1.
+    selfsup: float | None = None
+
+
+# Why 0.1: the photometric term (SSIM/L1 mix on [0, 1] images) is of order 0.05-0.15 and its
+# gradient is noisy on the two triplets a step sees, while the supervised depth terms are
+# 0.4-0.9 (SILog in the rep-s log) and the detection terms several times that. At 0.1 the video
+# adapts the depth head to real images without outweighing the metric synthetic ground truth,
+# whose scale the camera-height term alone pins down only loosely (a median over a road patch).
+SELFSUP_DEFAULT = 0.1
 
 
 def varifocal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0

@@ -53,7 +53,9 @@ class PoseNet(nn.Module):
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         x = torch.cat([target, source], 1) - self.mean
-        v = 0.01 * self.head(self.encoder(x)).mean((2, 3))  # small motions at init (Monodepth2)
+        feat = self.encoder(x)
+        with torch.autocast(x.device.type, enabled=False):  # small angles: keep the pose maths in fp32
+            v = 0.01 * self.head(feat.float()).mean((2, 3))  # small motions at init (Monodepth2)
         T = torch.eye(4, device=x.device, dtype=v.dtype).repeat(x.shape[0], 1, 1)
         T[:, :3, :3] = axis_angle_to_matrix(v[:, :3])
         T[:, :3, 3] = v[:, 3:]
@@ -132,11 +134,16 @@ def camera_height_loss(depth: torch.Tensor, K: torch.Tensor, up_cam: torch.Tenso
 def selfsup_depth_loss(target: torch.Tensor, sources: list[torch.Tensor], depth: torch.Tensor, K: torch.Tensor,
                        poses: list[torch.Tensor], up_cam: torch.Tensor | None = None,
                        height: torch.Tensor | None = None, smooth_weight: float = 1e-3,
-                       height_weight: float = 0.1) -> dict[str, torch.Tensor]:
-    """Monodepth2 loss for one target frame: min reprojection + auto-mask + smoothness (+ height)."""
+                       height_weight: float = 0.1, generator: torch.Generator | None = None
+                       ) -> dict[str, torch.Tensor]:
+    """Monodepth2 loss for one target frame: min reprojection + auto-mask + smoothness (+ height).
+
+    ``generator`` draws the tie-breaking noise (default: the global RNG); the trainer passes
+    one seeded by the step so that resuming does not depend on the global RNG stream."""
     reproj = torch.cat([photometric_error(warp(s, depth, K, T), target) for s, T in zip(sources, poses)], 1)
     identity = torch.cat([photometric_error(s, target) for s in sources], 1)
-    identity = identity + 1e-5 * torch.randn_like(identity)  # break ties as Monodepth2 does
+    noise = torch.randn(identity.shape, generator=generator, device=identity.device, dtype=identity.dtype)
+    identity = identity + 1e-5 * noise  # break ties as Monodepth2 does
     combined = torch.cat([identity, reproj], 1)
     best, idx = combined.min(1)
     mask = (idx >= len(sources)).float()  # auto-mask: the warp must beat the un-warped source
@@ -147,3 +154,25 @@ def selfsup_depth_loss(target: torch.Tensor, sources: list[torch.Tensor], depth:
         out["height"] = height_weight * h_loss
         out["est_height"] = est.mean().detach()
     return out
+
+
+def triplet_loss(batch: dict[str, torch.Tensor], depth: torch.Tensor, poses: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The trainer's self-supervised term for a batch of :func:`perception.train.data.collate_triplets`.
+
+    ``depth`` ``[B, 1, H, W]`` is the prediction for the (augmented) target frames and ``poses``
+    ``[2B, 4, 4]`` the PoseNet outputs for (target, t-1) then (target, t+1). Everything is cast
+    to fp32 here (photometric differences and the warp are too fine for bf16). Returns (total,
+    parts for the log): ``selfsup`` = photo + smooth + height, plus the auto-mask ratio and the
+    camera height seen through the predicted depth (``ss_est_height``, metres)."""
+    frames = batch["frames"].float()
+    B = frames.shape[0]
+    poses = poses.float()
+    terms = selfsup_depth_loss(frames[:, 1], [frames[:, 0], frames[:, 2]], depth.float(), batch["K"].float(),
+                               [poses[:B], poses[B:]], batch["up_cam"].float(), batch["height"].float(),
+                               generator=generator)
+    total = terms["photo"] + terms["smooth"] + terms["height"]
+    parts = {"selfsup": float(total.detach()), "ss_photo": float(terms["photo"].detach()),
+             "ss_smooth": float(terms["smooth"].detach()), "ss_height": float(terms["height"].detach()),
+             "ss_automask": float(terms["automask"]), "ss_est_height": float(terms["est_height"])}
+    return total, parts

@@ -1,6 +1,8 @@
-"""Training data specs: a sample-folder path, ``synth:RIG,key=value,...`` rendered on demand, or
-``teacher:VIDEO,calib=YAML`` real frames pseudo-labelled by the COCO teacher (cached).
-``$SHARED_DATA`` in a teacher spec stands for ``$PERCEPTION_SHARED_DATA`` (default ``../shared/data``).
+"""Training data specs: a sample-folder path, ``synth:RIG,key=value,...`` rendered on demand,
+``teacher:VIDEO,calib=YAML`` real frames pseudo-labelled by the COCO teacher (cached), or
+``video:VIDEO,calib=YAML,height=M`` unlabelled frames for self-supervised depth (cached).
+``$SHARED_DATA`` in a teacher or video spec stands for ``$PERCEPTION_SHARED_DATA`` (default
+``../shared/data``).
 
 ``synth:surround6,frames=2000,seed=1000,episode_frames=4,fps=2`` renders 2000 six-camera frames
 of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) into a cache
@@ -16,8 +18,12 @@ import functools
 import logging
 import multiprocessing
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import cv2
+import numpy as np
 
 from perception.data.sample_folder import SampleFolder, write_sample
 
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int}
+VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
 
@@ -177,9 +184,11 @@ def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
     pseudo-labelling when ``render``. A synthetic cache may hold more frames than a spec asks for
     (an earlier, longer render): the limit keeps training to the first ``frames``. ``repeat=N``
     lists a small set N times per epoch (e.g. a few hundred real frames among thousands of
-    synthetic ones)."""
+    synthetic ones). ``video:`` specs are skipped here (:func:`resolve_video`)."""
     out: list[tuple[str, int | None, int]] = []
     for spec in specs:
+        if spec.startswith("video:"):
+            continue  # unlabelled video feeds the self-supervised depth loss: see resolve_video
         if spec.startswith("teacher:"):
             repeat = int(parse_teacher_spec(spec)[1]["repeat"])
             path = pseudo_label(spec, progress=progress) if render else None
@@ -191,4 +200,150 @@ def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
         else:
             SampleFolder(spec)  # clear error now if it is missing or empty
             out.append((spec, None, 1))
+    return out
+
+
+# ----------------------------------------------------------------------------- unlabelled video
+def parse_video_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``video:SOURCE[,calib=YAML][,camera=NAME][,height=M][,every=N][,frames=N][,repeat=N]``
+    -> (source, options); raises ValueError naming a bad key. ``SOURCE`` is a video file, an
+    image folder or a glob (anything :class:`~perception.data.readers.video.VideoReader` reads)."""
+    body = spec[len("video:"):].replace("$SHARED_DATA", str(SHARED_DATA))
+    parts = [p for p in body.split(",") if p]
+    if not parts:
+        raise ValueError(f"data spec {spec!r}: expected video:SOURCE[,key=value...]")
+    opts: dict[str, Any] = {"calib": None, "camera": None, "height": None, "every": 1, "frames": None, "repeat": 1}
+    for p in parts[1:]:
+        key, _, value = p.partition("=")
+        if key not in VIDEO_KEYS:
+            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(VIDEO_KEYS)})")
+        try:
+            opts[key] = VIDEO_KEYS[key](value)
+        except ValueError:
+            raise ValueError(f"data spec {spec!r}: {key}={value!r} is not a {VIDEO_KEYS[key].__name__}") from None
+    if opts["every"] < 1 or opts["repeat"] < 1 or (opts["frames"] is not None and opts["frames"] < 3):
+        raise ValueError(f"data spec {spec!r}: every and repeat must be >= 1 and frames >= 3")
+    if opts["height"] is not None and not 0.1 <= opts["height"] <= 10.0:
+        raise ValueError(f"data spec {spec!r}: height={opts['height']} m is not a plausible camera height")
+    return parts[0], opts
+
+
+def _file_ident(path: str | None) -> str:
+    """Path, size and mtime of a file (so a replaced video or calibration is decoded again)."""
+    if path is None:
+        return "-"
+    p = Path(path)
+    if not p.is_file():
+        return str(p.resolve())
+    st = p.stat()
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def video_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = None) -> Path:
+    """Cache folder of a video spec at network size ``size``; ``height`` and ``repeat`` are
+    applied when reading, so they are not part of the key."""
+    source, opts = parse_video_spec(spec)
+    ident = (f"{_file_ident(source)}|{_file_ident(opts['calib'])}|{opts['camera']}|{opts['every']}|{opts['frames']}|"
+             f"{size[0]}x{size[1]}|v1")
+    key = hashlib.sha1(ident.encode()).hexdigest()[:10]
+    return (cache_root or CACHE_ROOT) / f"video-{Path(source).stem}-{key}"
+
+
+def decode_video(spec: str, size: tuple[int, int], cache_root: Path | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Decode a video spec once into its cache folder; returns it.
+
+    Frames are undistorted when the calibration has distortion (the warp of the self-supervised
+    loss is pinhole), resized to the smallest size that covers the network input ``size``
+    (aspect kept) and stored as JPEG (quality 95) with ``meta.json`` (the camera at that size,
+    written last: a folder without it is decoded again). The video itself is read in place,
+    never copied.
+    """
+    from perception.data.readers.video import VideoReader
+
+    source, opts = parse_video_spec(spec)
+    out = video_cache_dir(spec, size, cache_root)
+    if (out / "meta.json").is_file():
+        return out
+    reader = VideoReader(source, opts["calib"], camera=opts["camera"], stride=int(opts["every"]),
+                         max_frames=opts["frames"])
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    log.info("decoding %s into %s (every %d-th frame)", source, out, opts["every"])
+    total, n, cam_out = len(reader), 0, None
+    H, W = size
+    for sample in reader:
+        img, cam = sample.images[0], sample.cameras[0]
+        if cam.has_distortion:
+            img, cam = cam.undistort(img), cam.pinhole()
+        s = max(W / cam.width, H / cam.height)
+        Wc, Hc = max(W, round(cam.width * s)), max(H, round(cam.height * s))
+        img = cv2.resize(img, (Wc, Hc), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        if cam_out is None:
+            cam_out = cam.scaled(Wc, Hc)
+        elif (Wc, Hc) != cam_out.size:
+            raise ValueError(f"{source}: frame size changes within the source (frame {n})")
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise ValueError(f"{source}: could not encode frame {n}")
+        (out / "frames" / f"{n:06d}.jpg").write_bytes(buf.tobytes())
+        n += 1
+        if progress:
+            progress(n, total)
+    if n < 3 or cam_out is None:
+        raise ValueError(f"data spec {spec!r}: {n} frames decoded, need at least 3 for (t-1, t, t+1) triplets")
+    guessed = reader.calib_camera is None
+    (out / "meta.json").write_text(json.dumps({
+        "format": "perception-video-frames", "version": 1, "count": n, "spec": spec, "source": source,
+        "camera": cam_out.to_dict(), "guessed_camera": guessed}))
+    return out
+
+
+@dataclass
+class VideoFrames:
+    """A decoded video spec: cached frames at cover size, the pinhole camera at that size, the
+    camera height above the ground (metres) and how often to list its triplets per epoch."""
+
+    root: Path
+    count: int
+    K: np.ndarray
+    T_ego_cam: np.ndarray
+    height: float
+    repeat: int
+
+    @property
+    def up_cam(self) -> np.ndarray:
+        """The ego +z (up) axis in camera coordinates."""
+        return self.T_ego_cam[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+
+    def frame_path(self, i: int) -> Path:
+        return self.root / "frames" / f"{i:06d}.jpg"
+
+
+def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, cache_root: Path | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[VideoFrames]:
+    """The ``video:`` specs among ``specs``, decoded (when ``render``) into their caches.
+
+    Camera height: the ``height=`` key, else the calibration's ``T_ego_cam`` z (ego origin is on
+    the ground); without a calibration the reader's guessed camera (70 deg FOV, 1.4 m) is used,
+    with a warning, since metric scale is then only as right as that guess.
+    """
+    from perception.geometry.camera import Camera
+
+    out: list[VideoFrames] = []
+    for spec in specs:
+        if not spec.startswith("video:"):
+            continue
+        source, opts = parse_video_spec(spec)
+        root = decode_video(spec, size, cache_root, progress) if render else video_cache_dir(spec, size, cache_root)
+        meta = json.loads((root / "meta.json").read_text())
+        cam = Camera.from_dict(meta["camera"], str(root / "meta.json"))
+        if meta.get("guessed_camera"):
+            log.warning("%s: no calibration (calib=...): using a guessed camera (70 deg horizontal FOV, %.1f m high); "
+                        "self-supervised depth is only as metric as that guess", source, cam.T_ego_cam[2, 3])
+        height = float(opts["height"]) if opts["height"] is not None else float(cam.T_ego_cam[2, 3])
+        if not 0.1 <= height <= 10.0:
+            raise ValueError(f"data spec {spec!r}: camera height {height:.2f} m from the calibration's T_ego_cam is "
+                             "implausible; give height=M")
+        out.append(VideoFrames(root, int(meta["count"]), cam.K.copy(), cam.T_ego_cam.copy(), height,
+                               int(opts["repeat"])))
     return out

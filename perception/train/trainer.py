@@ -4,6 +4,10 @@ Trains the multi-branch (train) form with AdamW, warm-up + cosine learning rate,
 gradient clipping and mixed precision (bf16 on CPU and GPU, fp16 on GPU), saves a resumable
 checkpoint every few minutes (atomic), and writes both forms at the end. Runs under
 ``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on GPU).
+
+With ``video:`` data specs each step also draws ``selfsup_batch`` frame triplets and adds the
+self-supervised depth loss (:mod:`perception.train.selfsup`); the pose network it needs is
+trained alongside, kept in ``last.ckpt`` and left out of the shipped model files.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from perception.data.sample_folder import SampleFolder
 from perception.nn import create_model, load_checkpoint, reparameterize_model, save_checkpoint
 from perception.nn.model import PerceptionNet
 from perception.train.config import TrainConfig
-from perception.train.data import CameraDataset, collate
-from perception.train.losses import PerceptionLoss
-from perception.train.sources import resolve_data
+from perception.train.data import CameraDataset, VideoTripletDataset, collate, collate_triplets, selfsup_batches
+from perception.train.losses import SELFSUP_DEFAULT, PerceptionLoss
+from perception.train.selfsup import PoseNet, triplet_loss
+from perception.train.sources import resolve_data, resolve_video
 
 log = logging.getLogger(__name__)
+
+# log.csv columns of the self-supervised depth loss (only written when the config has video data)
+SELFSUP_COLUMNS = ("selfsup", "ss_photo", "ss_smooth", "ss_height", "ss_automask", "ss_est_height")
 
 
 class ConcatSource:
@@ -166,11 +174,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     if criterion_wrapper is not None:
         criterion = criterion_wrapper(criterion, model)
     step, epoch, pos = 0, 0, 0
+    use_video = any(spec.startswith("video:") for spec in cfg.data)
+    ss_weight = (SELFSUP_DEFAULT if use_video else 0.0) if cfg.loss.selfsup is None else float(cfg.loss.selfsup)
+    pose_net: PoseNet | None = None
+    if use_video and ss_weight > 0:
+        if criterion_wrapper is not None:
+            raise ValueError("video: data specs cannot be combined with a criterion wrapper (e.g. distillation) yet: "
+                             "the video frames share the model's forward pass")
+        with torch.random.fork_rng(devices=[]):  # its init leaves the global RNG stream as without video
+            torch.manual_seed(cfg.seed + 7919)
+            pose_net = PoseNet().to(device).train()
+        # same optimizer (and learning-rate schedule) as the model: two more parameter groups
+        for group in _param_groups(pose_net, cfg.weight_decay):
+            opt.add_param_group(group)
+        log.info("self-supervised depth on video: weight %g, %d triplets per step", ss_weight, cfg.selfsup_batch)
+    elif use_video:
+        log.warning("loss.selfsup is 0: the video: data specs are not used")
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"]["model"] != cfg.model:
             raise ValueError(f"{ckpt_path}: checkpoint is for {state['config']['model']}, config says {cfg.model}")
         model.load_state_dict(state["model"])
+        if pose_net is not None:
+            if "pose_net" not in state:
+                raise ValueError(f"{ckpt_path}: checkpoint was trained without video data; cannot resume with video:")
+            pose_net.load_state_dict(state["pose_net"])
         ema.module.load_state_dict(state["ema"])
         ema.updates = state["ema_updates"]
         opt.load_state_dict(state["optimizer"])
@@ -180,27 +208,50 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     elif resume:
         log.warning("--resume given but %s does not exist: starting from scratch", ckpt_path)
     ddp_model: torch.nn.Module = model
+    ddp_pose: torch.nn.Module | None = pose_net
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                               else None)
+        if pose_net is not None:
+            ddp_pose = torch.nn.parallel.DistributedDataParallel(
+                pose_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     # synthetic specs are rendered into a cache by rank 0 first; the other ranks wait
     data = resolve_data(cfg.data, cfg.size, render=rank == 0, progress=data_progress)
+    videos = resolve_video(cfg.data, cfg.size, progress=data_progress) if pose_net is not None and rank == 0 else []
     if world > 1:
         dist.barrier()
+        if pose_net is not None and rank != 0:
+            videos = resolve_video(cfg.data, cfg.size, render=False)
+    if use_video and not data:
+        raise ValueError(f"{cfg.data}: video: specs only add a self-supervised loss; give labelled data "
+                         "(a sample folder, synth: or teacher: spec) as well")
     dataset = CameraDataset(ConcatSource(data), cfg.size, cfg.augment, cfg.seed)
     if len(dataset) < cfg.batch * world:
         raise ValueError(f"{cfg.data}: {len(dataset)} camera images, fewer than one batch of {cfg.batch * world}")
     anchors, strides = model.anchors(*cfg.size, device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    ss_iter = None
+    if pose_net is not None:
+        video_set = VideoTripletDataset(videos, cfg.size, cfg.augment, cfg.seed)
+        n_triplets = len(video_set)
+        selfsup_batches(n_triplets, cfg.selfsup_batch, cfg.seed, 0, rank, world)  # clear error if too few
+        ss_sampler = (selfsup_batches(n_triplets, cfg.selfsup_batch, cfg.seed, s, rank, world)
+                      for s in range(step, cfg.steps))
+        # its own generator: creating this loader must not draw from the global RNG
+        ss_iter = iter(torch.utils.data.DataLoader(video_set, batch_sampler=ss_sampler, collate_fn=collate_triplets,
+                                                   num_workers=cfg.workers, generator=torch.Generator()))
 
     def save(final: bool = False) -> None:
         if rank != 0:
             return
-        _atomic_torch_save({"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
-                            "optimizer": opt.state_dict(), "step": step, "epoch": epoch, "pos": pos,
-                            "rng": _rng_state(), "config": cfg.to_dict()}, ckpt_path)
+        state = {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
+                 "optimizer": opt.state_dict(), "step": step, "epoch": epoch, "pos": pos,
+                 "rng": _rng_state(), "config": cfg.to_dict()}
+        if pose_net is not None:  # training state only: the shipped files below hold the model alone
+            state["pose_net"] = pose_net.state_dict()
+        _atomic_torch_save(state, ckpt_path)
         save_checkpoint(ema.module, out / f"{cfg.model}.safetensors", extra={"step": str(step)})
         if final:
             save_checkpoint(reparameterize_model(ema.module), out / f"{cfg.model}-fused.safetensors",
@@ -210,9 +261,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     csv_path = out / "log.csv"
     csv_file = open(csv_path, "a", newline="") if rank == 0 else None
     writer: csv.writer | None = csv.writer(csv_file) if csv_file else None
+    columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset", "depth",
+               "depth_grad"] + (list(SELFSUP_COLUMNS) if pose_net is not None else []) + ["img_per_s"]
     if writer and csv_path.stat().st_size == 0:
-        writer.writerow(["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset",
-                         "depth", "depth_grad", "img_per_s", "time"])
+        writer.writerow(columns + ["time"])
     tb = _tensorboard(out) if rank == 0 else None
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -231,15 +283,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
                 lr = cfg.lr * lr_factor(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
+                ss = None
+                if ss_iter is not None:
+                    ss = {k: v.to(device, non_blocking=True) for k, v in next(ss_iter).items()}
+                    target, n = ss["frames_aug"][:, 1], batch["images"].shape[0]
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    outputs = ddp_model(batch["images"], batch["K"])
+                    if ss is None:
+                        outputs = ddp_model(batch["images"], batch["K"])
+                    else:
+                        # one forward for labelled images and video targets: BatchNorm sees both
+                        # domains in one batch, and DDP gets the single forward it expects
+                        both = ddp_model(torch.cat([batch["images"], target]), torch.cat([batch["K"], ss["K"]]))
+                        outputs = {"depth": both["depth"][:n], "det": both["det"][:n]}
+                        poses = ddp_pose(torch.cat([target, target]),
+                                         torch.cat([ss["frames_aug"][:, 0], ss["frames_aug"][:, 2]]))
                 loss, parts = criterion(outputs, anchors, strides, batch)
+                if ss is not None:
+                    # tie-breaking noise from a generator seeded by the step: exact on resume
+                    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000003 + step)
+                    ss_loss, ss_parts = triplet_loss(ss, both["depth"][n:], poses, gen)
+                    loss = loss + ss_weight * ss_loss
+                    parts.update(ss_parts)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}: {parts}")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if pose_net is not None:
+                    torch.nn.utils.clip_grad_norm_(pose_net.parameters(), cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
                 ema.update(model)
@@ -251,9 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
                            "img_per_s": n_img / max(dt, 1e-9)}
                     t_log, n_img = time.monotonic(), 0
                     if writer:
-                        writer.writerow([row.get(k, "") for k in ("step", "epoch", "lr", "loss", "cls", "box", "l1",
-                                                                     "depth_obj", "size", "angle", "offset", "depth",
-                                                                     "depth_grad", "img_per_s")] + [time.time()])
+                        writer.writerow([row.get(k, "") for k in columns] + [time.time()])
                         csv_file.flush()
                     if tb:
                         for k, v in row.items():
