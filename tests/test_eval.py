@@ -302,7 +302,7 @@ def test_eval_cli_rejects_bad_input(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "unknown model" in r.output
     r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--backend", "trt",
                             "--out", str(tmp_path)])
-    assert r.exit_code == 1 and "--backend must be torch or onnx" in r.output
+    assert r.exit_code == 1 and "--backend must be torch, torch-train or onnx" in r.output
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path / "no-models")
     r = runner.invoke(app, ["eval", "--model", "rep-n", "--dataset", "synth", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "no shipped weights" in r.output and "--random-weights" in r.output

@@ -100,9 +100,13 @@ def plot_pr_curves(pr: dict, path: str | Path) -> Path | None:
     return Path(path)
 
 
-def plot_qualitative(views: list, path: str | Path, max_depth: float = 80.0) -> Path | None:
-    """One row per camera image: prediction boxes (red) over ground truth (green) | predicted
-    depth | ground-truth depth."""
+QUALITATIVE_MIN_SCORE = 0.3  # the metrics use every detection; the pictures only confident ones
+
+
+def plot_qualitative(views: list, path: str | Path, max_depth: float = 80.0,
+                     min_score: float = QUALITATIVE_MIN_SCORE) -> Path | None:
+    """One row per camera image: prediction boxes (red, score >= ``min_score``) over ground
+    truth (green) | predicted depth | ground-truth depth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,8 +119,10 @@ def plot_qualitative(views: list, path: str | Path, max_depth: float = 80.0) -> 
     fig, axes = plt.subplots(n, 3, figsize=(3 * 3.2, n * 3.2 * h / w + 0.4), dpi=110, squeeze=False)
     for r, v in enumerate(views):
         img = draw_boxes(v.image, v.gt_boxes, v.gt_labels, GT_COLOR)
-        img = draw_boxes(img, v.pred_boxes, v.pred_labels, PRED_COLOR, v.pred_scores)
-        panels = [(img, f"{v.name}: pred (red) / GT (green)"),
+        keep = np.asarray(v.pred_scores) >= min_score
+        img = draw_boxes(img, np.asarray(v.pred_boxes)[keep], [lab for lab, k in zip(v.pred_labels, keep) if k],
+                         PRED_COLOR, np.asarray(v.pred_scores)[keep])
+        panels = [(img, f"{v.name}: pred >= {min_score:g} (red) / GT (green)"),
                   (colorize_depth(v.pred_depth, max_depth, (h, w)), "predicted depth"),
                   (colorize_depth(v.gt_depth, max_depth, (h, w)), "ground-truth depth" if v.gt_depth is not None
                    else "no depth ground truth")]
@@ -211,7 +217,8 @@ def write_report(evaluation: Any, out_dir: str | Path, title: str = "Evaluation"
                   f"| {t['images']} | {t['images_with_reference_car']} | {_fmt(t['car_found_rate'], pct=True)} | "
                   f"{t['reference_cars']} | {_fmt(t['car_recall'], pct=True)} | {t['predicted_cars_per_image']} |", ""]
     if plot_qualitative(evaluation.qualitative, out / "qualitative.png"):
-        lines += ["## Qualitative", "", "Boxes: prediction red (with score), ground truth green. Depth: inverse "
+        lines += ["## Qualitative", "", f"Boxes: prediction red (score >= {QUALITATIVE_MIN_SCORE:g}, with score), "
+                  "ground truth green. Depth: inverse "
                   "depth colour map, black = no ground truth.", "", "![qualitative results](qualitative.png)", ""]
     lines += ["Metric definitions: docs/evaluation.md.", ""]
     path = out / "report.md"
