@@ -234,3 +234,28 @@ def test_release_writes_the_fp16_pair_that_loads_in_both_forms(tmp_path):
     assert all(v < 1e-2 for e in report["max_rel_error"].values() for v in e.values())
     with pytest.raises(ValueError, match="train form"):
         release_checkpoint(tmp_path / "zoo" / "rep-n-fused.safetensors", tmp_path / "again")
+
+
+def _shipped() -> list[str]:
+    from perception.nn.registry import MODELS_DIR
+
+    return sorted(n for n in list_models() if (MODELS_DIR / n / f"{n}.safetensors").is_file())
+
+
+@pytest.mark.parametrize("name", _shipped() or [pytest.param("none", marks=pytest.mark.skip("no shipped weights"))])
+def test_shipped_weights_load_offline_in_both_forms_and_agree(name):
+    from perception.nn.registry import MODELS_DIR
+
+    folder = MODELS_DIR / name
+    train_file, fused_file = folder / f"{name}.safetensors", folder / f"{name}-fused.safetensors"
+    assert fused_file.is_file() and (folder / "README.md").is_file()  # both forms and a model card
+    assert max(train_file.stat().st_size, fused_file.stat().st_size) <= 30e6
+    train = create_model(name, pretrained=True)
+    fused = load_checkpoint(fused_file)
+    assert not train.is_reparameterized and fused.is_reparameterized
+    x = torch.rand(2, 3, 128, 224)
+    K = torch.tensor([[180.0, 0, 112], [0, 180, 64], [0, 0, 1]]).expand(2, 3, 3)
+    with torch.no_grad():
+        a, b = train.eval()(x, K), fused(x, K)
+    for k in ("depth", "det"):
+        assert (a[k] - b[k]).abs().max() <= 1e-2 * a[k].abs().max()  # fp16 storage of two different forms
