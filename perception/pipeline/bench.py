@@ -102,7 +102,9 @@ def dashcam_rig(workdir: Path, video: Path | None, frames: int = 60) -> Path:
     if video is None or not Path(video).is_file():
         one = Rig("dashcam", [calib])
         return write_clip(workdir / "dash", one, frames, fps=25.0)
-    cam = Camera(calib.name, calib.width, calib.height, calib.K, calib.dist, calib.T_ego_cam, source=str(video))
+    # absolute: the rig file lives in a temporary folder and its sources resolve relative to it
+    cam = Camera(calib.name, calib.width, calib.height, calib.K, calib.dist, calib.T_ego_cam,
+                 source=str(Path(video).resolve()))
     path = workdir / "dashcam.yaml"
     Rig("dashcam", [cam]).save(path)
     return path
