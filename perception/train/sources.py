@@ -36,22 +36,27 @@ VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frame
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
 
+def _parse_options(spec: str, parts: list[str], known: dict[str, type], opts: dict[str, Any]) -> dict[str, Any]:
+    """``key=value`` parts of a data spec into ``opts``, typed by ``known``; clear errors."""
+    for p in parts:
+        key, _, value = p.partition("=")
+        if key not in known:
+            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(known)})")
+        try:
+            opts[key] = known[key](value)
+        except ValueError:
+            raise ValueError(f"data spec {spec!r}: {key}={value!r} is not a {known[key].__name__}") from None
+    return opts
+
+
 def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     """``synth:RIG,k=v,...`` -> (rig, options); raises ValueError naming a bad key."""
     body = spec[len("synth:"):]
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected synth:RIG[,key=value...]")
-    rig, opts = parts[0], {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1}
-    for p in parts[1:]:
-        key, _, value = p.partition("=")
-        if key not in SYNTH_KEYS:
-            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(SYNTH_KEYS)})")
-        try:
-            opts[key] = SYNTH_KEYS[key](value)
-        except ValueError:
-            raise ValueError(f"data spec {spec!r}: {key}={value!r} is not a {SYNTH_KEYS[key].__name__}") from None
-    return rig, opts
+    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1}
+    return parts[0], _parse_options(spec, parts[1:], SYNTH_KEYS, opts)
 
 
 def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = None) -> Path:
@@ -139,12 +144,7 @@ def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
         raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
     opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
                                           "score": 0.5, "repeat": 1}
-    for p in parts[1:]:
-        key, _, value = p.partition("=")
-        if key not in TEACHER_KEYS:
-            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(TEACHER_KEYS)})")
-        opts[key] = TEACHER_KEYS[key](value)
-    return parts[0], opts
+    return parts[0], _parse_options(spec, parts[1:], TEACHER_KEYS, opts)
 
 
 def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[int, int], None] | None = None
@@ -213,14 +213,7 @@ def parse_video_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected video:SOURCE[,key=value...]")
     opts: dict[str, Any] = {"calib": None, "camera": None, "height": None, "every": 1, "frames": None, "repeat": 1}
-    for p in parts[1:]:
-        key, _, value = p.partition("=")
-        if key not in VIDEO_KEYS:
-            raise ValueError(f"data spec {spec!r}: unknown key {key!r} (known: {sorted(VIDEO_KEYS)})")
-        try:
-            opts[key] = VIDEO_KEYS[key](value)
-        except ValueError:
-            raise ValueError(f"data spec {spec!r}: {key}={value!r} is not a {VIDEO_KEYS[key].__name__}") from None
+    _parse_options(spec, parts[1:], VIDEO_KEYS, opts)
     if opts["every"] < 1 or opts["repeat"] < 1 or (opts["frames"] is not None and opts["frames"] < 3):
         raise ValueError(f"data spec {spec!r}: every and repeat must be >= 1 and frames >= 3")
     if opts["height"] is not None and not 0.1 <= opts["height"] <= 10.0:
