@@ -26,6 +26,8 @@ def demo_command(
     backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, fp16 on CUDA), "
                                   "fp32, bf16 or fp16."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", help="Detections kept for display, lifting and "
+                                       "tracking."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
     max_frames: int = typer.Option(None, "--max-frames", "-n", help="Stop after N frames."),
@@ -57,6 +59,6 @@ def demo_command(
         display.pop("layout")
     opts = pipeline_options(model=model or cfg.get("model", "rep-s"), backend=backend, out=out, show=show,
                             serve=serve, max_frames=max_frames, size=size or cfg.get("size"), device=device,
-                            precision=precision,
+                            precision=precision, score_thresh=score_thresh,
                             extra={"bev": cfg.get("bev"), "display": display})
     execute(rig, sources, opts, "demo")

@@ -18,6 +18,8 @@ def live_command(
     backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, fp16 on CUDA), "
                                   "fp32, bf16 or fp16."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", help="Detections kept for display, lifting and "
+                                       "tracking."),
     out: Path = typer.Option(Path("runs/live"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
@@ -28,5 +30,5 @@ def live_command(
 ) -> None:
     setup_logging(verbose)
     opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
-                            size=size, device=device, precision=precision)
+                            size=size, device=device, precision=precision, score_thresh=score_thresh)
     execute(single_camera_rig(camera, calib, None), [camera], opts, "live")

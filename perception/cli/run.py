@@ -22,7 +22,8 @@ OUTPUTS = ("video.mp4", "bev.png", "detections.jsonl", "summary.json")
 
 def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, serve: int | None,
                      max_frames: int | None, size: str | None, device: str = "auto", render: bool = True,
-                     threads: int | None = None, precision: str = "auto", extra: dict[str, Any] | None = None):
+                     threads: int | None = None, precision: str = "auto", score_thresh: float = 0.5,
+                     extra: dict[str, Any] | None = None):
     """Validate the common options into :class:`PipelineOptions` (one-line errors)."""
     from perception.pipeline.bev import BEVConfig
     from perception.pipeline.render import RenderConfig
@@ -30,6 +31,8 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
 
     if max_frames is not None and max_frames < 1:
         fail("--max-frames must be >= 1")
+    if not 0.0 < score_thresh < 1.0:
+        fail(f"--score-thresh must be in (0, 1), got {score_thresh}")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         fail(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if serve is not None and not (0 <= serve < 65536):
@@ -54,7 +57,7 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
     return PipelineOptions(model=model, backend=backend, precision=precision, device=device, size=net_size,
                            out=out, show=show,
                            serve=serve, max_frames=max_frames, render=render, bev=bev, display=display,
-                           threads=threads, **extra)
+                           threads=threads, score_thresh=score_thresh, **extra)
 
 
 def execute(rig, sources: list, opts, title: str = "run") -> dict:
@@ -161,6 +164,8 @@ def run_command(
     backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
     precision: str = typer.Option("auto", "--precision", help="torch backends: auto (bf16 on CPUs with native "
                                   "bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", help="Detections kept for display, lifting and "
+                                       "tracking."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
@@ -182,6 +187,7 @@ def run_command(
         fail("--calib goes with --source; a --rig file carries its own calibration")
     opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
                             size=size, device=device, render=not no_render, precision=precision,
+                            score_thresh=score_thresh,
                             extra={"loop": loop})
     if rig is not None:
         try:

@@ -170,7 +170,7 @@ class Decode:
 
     name = "decode"
 
-    def __init__(self, classes: tuple[str, ...], f_ref: float, *, score_thresh: float = 0.3,
+    def __init__(self, classes: tuple[str, ...], f_ref: float, *, score_thresh: float = 0.5,
                  iou_thresh: float = 0.6, max_det: int = 50, depth_alpha: float = 0.6) -> None:
         self.classes, self.f_ref = tuple(classes), f_ref
         self.score_thresh, self.iou_thresh, self.max_det = score_thresh, iou_thresh, max_det

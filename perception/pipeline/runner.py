@@ -130,7 +130,7 @@ class PipelineOptions:
     ground: bool = True
     bev: BEVConfig = field(default_factory=BEVConfig)
     display: RenderConfig = field(default_factory=RenderConfig)
-    score_thresh: float = 0.3
+    score_thresh: float = 0.5                     # shown/tracked detections (see docs/pipeline.md)
     sync_tolerance: float | None = None           # seconds; None: 0.4 frame periods
     live_wait: float = 0.1
     queue_size: int = 4
