@@ -640,3 +640,13 @@ def test_precision_choice_and_bf16_backend_agrees(small_model):
     assert out["depth"].dtype == torch.float32  # outputs come back as fp32 for the later stages
     rel = (out["depth"] - ref["depth"]).abs().max() / ref["depth"].abs().max()
     assert rel < 0.05  # bf16 keeps 8 bits of mantissa: about 1% here, not a different answer
+
+
+def test_default_torch_threads_leave_a_core_for_the_other_stages_with_few_cameras():
+    from perception.pipeline.runner import default_torch_threads
+
+    assert default_torch_threads(1, "cpu", cores=2) == 1
+    assert default_torch_threads(6, "cpu", cores=2) == 2
+    assert default_torch_threads(2, "cpu", cores=4) == 3
+    assert default_torch_threads(1, "cpu", cores=1) == 1
+    assert default_torch_threads(1, "cpu", cores=16) == torch.get_num_threads()  # big machines: torch's choice

@@ -102,14 +102,15 @@ def bench_pipeline(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     env = result["env"]
-    table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores, "
-                        f"{env['threads']} torch threads)  torch {env['torch']}  {env['date']}")
+    table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores)  "
+                        f"torch {env['torch']}  {env['date']}")
     stages = ("preprocess", "model", "decode", "lift", "bev", "track", "render", "sinks", "total")
-    for col in ("case", "precision", "frames", "frames/s", *[f"{s} ms" for s in stages], "CPU ms/frame", "model-only fps", "load"):
+    for col in ("case", "precision", "threads", "frames", "frames/s", *[f"{s} ms" for s in stages], "CPU ms/frame", "model-only fps", "load"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in result["results"]:
         lat = r["latency_ms"]
-        table.add_row(r["case"], r.get("precision", "fp32"), str(r["frames"]), f"{r['fps']:.2f}",
+        table.add_row(r["case"], r.get("precision", "fp32"), str(r.get("torch_threads", "")), str(r["frames"]),
+                      f"{r['fps']:.2f}",
                       *[f"{lat[s]:.0f}" if s in lat else "-" for s in stages], f"{r['cpu_ms_per_frame']:.0f}",
                       f"{r['model_only_fps']:.1f}",
                       f"{r['load_before']:.1f}/{r['load_after']:.1f}")

@@ -133,11 +133,13 @@ def _model_only_ms(pipe: Pipeline, iters: int = 8) -> float:
     return float(sorted(times)[len(times) // 2])
 
 
-def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str = "auto") -> dict[str, Any]:
+def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str = "auto",
+             threads: int | None = None) -> dict[str, Any]:
     rig, sources = build_rig(case.rig)
     model, name, trained = load_model(case.model)
     opts = PipelineOptions(model=case.model, size=case.size, out=out, render=case.render, max_frames=case.frames,
-                           loop=case.loop, bev=BEVConfig(), pipelined=pipelined, precision=precision)
+                           loop=case.loop, bev=BEVConfig(), pipelined=pipelined, precision=precision,
+                           threads=threads)
     load_before = _load()
     pipe = Pipeline(rig, sources, opts, model=model, model_name=name)
     pipe.warmup()  # run() warms up again (cheap); this keeps warm-up out of the CPU-time figure
@@ -148,7 +150,7 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str 
     pipe.close()
     return {"case": case.name, "cameras": len(rig), "camera_size": list(rig.cameras[0].size), "model": name,
             "trained_weights": trained, "network_size": list(case.size), "render": case.render,
-            "precision": pipe.precision,
+            "precision": pipe.precision, "torch_threads": pipe.threads,
             "pipelined": pipelined, "frames": summary["frames"], "fps": summary["fps"],
             "latency_ms": summary["latency_ms"], "dropped_frames": summary["dropped_frames"],
             "errors": summary["errors"], "load_before": load_before, "load_after": _load(),
@@ -175,7 +177,7 @@ def bench_pipeline(frames: int = 60, dashcam_video: Path | None = None, threads:
                 continue
             if progress:
                 progress(case.name)
-            results.append(run_case(case, work / f"out{k}", precision=precision))
+            results.append(run_case(case, work / f"out{k}", precision=precision, threads=threads))
     return {"env": environment(), "results": results,
             "timed": "end to end: capture/decode -> preprocess -> model -> decode -> lift -> BEV -> track -> "
                      "render -> sinks (video.mp4 + detections.jsonl), synchronised multi-camera frames, "
