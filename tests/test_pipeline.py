@@ -650,3 +650,10 @@ def test_default_torch_threads_leave_a_core_for_the_other_stages_with_few_camera
     assert default_torch_threads(2, "cpu", cores=4) == 3
     assert default_torch_threads(1, "cpu", cores=1) == 1
     assert default_torch_threads(1, "cpu", cores=16) == torch.get_num_threads()  # big machines: torch's choice
+
+
+def test_shipped_nuscenes_rig_finds_the_shared_images(shared_data, monkeypatch):
+    monkeypatch.setenv("PERCEPTION_SHARED_DATA", str(shared_data))
+    rig, sources = build_rig(Path(__file__).resolve().parents[1] / "demo" / "nuscenes_keyframe.yaml")
+    assert len(rig) == 6 and all(Path(s).is_file() for s in sources)
+    assert all(str(shared_data) in s for s in sources)  # read in place, never copied

@@ -84,8 +84,13 @@ def load_model(spec: str) -> tuple[PerceptionNet, str, bool]:
         return create_model(spec), spec, False
 
 
+SHARED_DATA_DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
 def build_rig(rig_path: str | Path, sources_required: bool = True) -> tuple[Rig, list[str]]:
-    """A rig and its camera sources (relative paths resolved against the rig file's folder)."""
+    """A rig and its camera sources (relative paths resolved against the rig file's folder;
+    ``$PERCEPTION_SHARED_DATA`` expands to the shared sample data, default ``../shared/data``
+    next to the repository)."""
     rig_path = Path(rig_path)
     rig = Rig.load(rig_path)
     sources = []
@@ -96,6 +101,9 @@ def build_rig(rig_path: str | Path, sources_required: bool = True) -> tuple[Rig,
             sources.append("")
             continue
         src = str(cam.source)
+        if "$PERCEPTION_SHARED_DATA" in src or "${PERCEPTION_SHARED_DATA}" in src:
+            shared = os.environ.get("PERCEPTION_SHARED_DATA", str(SHARED_DATA_DEFAULT))
+            src = src.replace("${PERCEPTION_SHARED_DATA}", shared).replace("$PERCEPTION_SHARED_DATA", shared)
         if source_kind(src) in ("video", "images") and not Path(src).is_absolute():
             src = str((rig_path.parent / src))
         sources.append(src)
