@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,15 +93,15 @@ def main() -> None:
             for i, (_, _, m, _, _) in enumerate(models):
                 times[i] += time_calls(lambda: m(x), torch.device("cpu"), args.iters)
     env = {**environment(torch.device("cpu")), "load_avg": os.getloadavg()}
-    print(f"<!-- {json.dumps(env)} -->")
-    print("| method (proxy task) | params | nonzero | file bytes | FLOPs (fp) | CPU ms (median) | proxy map50 | "
-          "proxy abs_rel |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [f"<!-- {json.dumps(env)} -->",
+             "| method (proxy task) | params | nonzero | file bytes | FLOPs (fp) | CPU ms (median) | proxy map50 | "
+             "proxy abs_rel |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (label, kind, m, metrics, path), t in zip(models, times):
-        print(f"| {label} | {count_params(m):,} | {count_nonzero(m):,} | {path.stat().st_size:,} | "
-              f"{model_flops(m, (h, w)) / 1e6:.2f} M | {summarize(t)['median_ms']:.2f} | "
-              f"{metrics['proxy_map50']:.3f} | {metrics['proxy_abs_rel']:.3f} |")
-
+        lines.append(f"| {label} | {count_params(m):,} | {count_nonzero(m):,} | {path.stat().st_size:,} | "
+                     f"{model_flops(m, (h, w)) / 1e6:.2f} M | {summarize(t)['median_ms']:.2f} | "
+                     f"{metrics['proxy_map50']:.3f} | {metrics['proxy_abs_rel']:.3f} |")
+    sys.stdout.write("\n".join(lines) + "\n")  # the table is this tool's output (markdown on stdout)
 
 if __name__ == "__main__":
     main()

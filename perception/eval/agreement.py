@@ -16,28 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(a), len(b)] of xyxy boxes (continuous coordinates)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def fraction_inside(boxes: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Fraction of each xyxy box's area inside the xyxy ``window``."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    lt = np.maximum(boxes[:, :2], window[:2])
-    rb = np.minimum(boxes[:, 2:], window[2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
-    return np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+from perception.eval.detection import box_ioa, box_iou
 
 
 @dataclass
@@ -65,7 +44,7 @@ class AgreementCounter:
         h = ref_boxes[:, 3] - ref_boxes[:, 1]
         keep = np.asarray(ref_is_car, bool) & (np.asarray(ref_scores) >= self.ref_score) & (h >= self.min_height)
         if window is not None:
-            keep &= fraction_inside(ref_boxes, window) >= 0.5
+            keep &= box_ioa(ref_boxes, np.asarray(window, np.float64))[:, 0] >= 0.5
         ref = ref_boxes[keep]
         pred = np.asarray(pred_boxes, np.float64).reshape(-1, 4)[
             np.asarray(pred_is_car, bool) & (np.asarray(pred_scores) >= self.score)]
