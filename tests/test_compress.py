@@ -90,6 +90,16 @@ def test_deep_compression_file_decodes_exactly_and_is_much_smaller(tmp_path):
     w = dict(decoded.named_parameters())[next(iter(masks))]
     assert len(torch.unique(w[w != 0])) <= 16  # 4-bit weight sharing
     assert sizes["fp32_bytes"] / sizes["file_bytes"] > 5
+    # `perception eval --model m.pdc` decodes the same model
+    from perception.eval.runner import EvalError, load_model
+
+    loaded, desc = load_model(str(tmp_path / "m.pdc"))
+    assert desc.endswith("m.pdc") and loaded.is_reparameterized
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    (tmp_path / "bad.pdc").write_bytes(b"nope")
+    with pytest.raises(EvalError, match="not a PDC1"):
+        load_model(str(tmp_path / "bad.pdc"))
 
 
 def test_deep_compression_pipeline(data, trained, tmp_path):

@@ -332,6 +332,38 @@ def test_onnx_backend_gives_the_torch_metrics(shared_data, tmp_path, monkeypatch
     assert res["onnx"]["detection"]["num_gt"] == res["torch"]["detection"]["num_gt"]
 
 
+def test_eval_of_an_exported_onnx_file_matches_torch(tmp_path):
+    """`perception eval --model FILE.onnx`: the exported (or INT8) file evaluates like the torch model."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    from perception.deploy.export import export_onnx
+    from perception.eval.runner import EvalError, EvalOptions, evaluate, make_backend_predictor, onnx_file_predictor, \
+        open_dataset
+    from perception.nn import create_model
+
+    torch.manual_seed(0)
+    model = create_model("rep-n").eval()
+    path = tmp_path / "rep-n.onnx"
+    export_onnx(model, path, size=(64, 96), dynamic_batch=True, decode=False, verify=False)
+    opts = EvalOptions(dataset="synth", frames=1, size=(64, 96), score_thresh=0.001, qualitative=0)
+    res = {}
+    for name, pred in (("torch", make_backend_predictor(model, "torch", score_thresh=0.001)),
+                       ("file", onnx_file_predictor(path, (64, 96), score_thresh=0.001))):
+        samples, n, dense = open_dataset(opts)
+        res[name] = evaluate(pred, samples, opts, num_frames=n, dense_depth=dense).metrics
+    for k in ("abs_rel", "rmse", "a1"):
+        assert res["file"]["depth"][k] == pytest.approx(res["torch"]["depth"][k], rel=1e-3, abs=1e-4), k
+    assert res["file"]["detection"]["num_gt"] == res["torch"]["detection"]["num_gt"]
+    assert sum(res["torch"]["detection"]["num_gt"].values()) > 0
+    with pytest.raises(EvalError, match="--size 64x96"):
+        onnx_file_predictor(path, (128, 224))
+    with pytest.raises(EvalError, match="not found"):
+        onnx_file_predictor(tmp_path / "missing.onnx", (64, 96))
+    r = runner.invoke(app, ["eval", "--model", str(path), "--dataset", "synth", "--backend", "torch-train",
+                            "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "train-form checkpoint" in r.output
+
+
 @pytest.mark.slow
 def test_eval_cli_synth_end_to_end(tmp_path):
     out = tmp_path / "tmp"

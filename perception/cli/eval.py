@@ -22,7 +22,8 @@ def _parse_size(size: str) -> tuple[int, int]:
 
 @app.command("eval", help="Evaluate a model on synth / KITTI / nuScenes / video: metrics.json, report.md, plots.")
 def eval_command(
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights) or checkpoint path."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights), checkpoint path, or an exported "
+                                      ".onnx file (fp32 or INT8; runs on ONNX Runtime)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="synth, kitti, nuscenes or video."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, report.md, plots)."),
     data: Path = typer.Option(None, "--data", help="Dataset folder (kitti, nuscenes) or video/image path (video)."),
@@ -47,7 +48,8 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from perception.eval import EvalError, EvalOptions, evaluate, load_model, make_backend_predictor, open_dataset
+    from perception.eval import EvalError, EvalOptions, evaluate, load_model, make_backend_predictor, \
+        onnx_file_predictor, open_dataset
     from perception.eval.report import write_metrics, write_report
 
     hw = _parse_size(size)
@@ -63,9 +65,16 @@ def eval_command(
                        rig=rig, calib=calib, qualitative=qualitative, teacher=teacher)
     t0 = time.perf_counter()
     try:
-        net, desc = load_model(model, random_weights=random_weights)
-        predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh, iou_thresh=opts.iou_thresh,
-                                           max_det=opts.max_det)
+        if model.endswith(".onnx"):
+            if backend == "torch-train":
+                fail("an .onnx file is the fused network: --backend torch-train needs a train-form checkpoint")
+            backend, desc = "onnx", model
+            predictor = onnx_file_predictor(model, hw, score_thresh=score_thresh, iou_thresh=opts.iou_thresh,
+                                            max_det=opts.max_det)
+        else:
+            net, desc = load_model(model, random_weights=random_weights)
+            predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh,
+                                               iou_thresh=opts.iou_thresh, max_det=opts.max_det)
         samples, n, dense = open_dataset(opts)
         meta = {"model": desc, "backend": backend, "data": str(data) if data is not None else None}
         with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

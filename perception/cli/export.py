@@ -42,6 +42,8 @@ def export_command(
                                      "calibrate on (plus the shared real images when present)."),
     int8_activation: str = typer.Option("uint8", "--int8-activation", help="--int8: uint8 (fastest on x86 ONNX "
                                         "Runtime) or int8 (symmetric, for TensorRT)."),
+    int8_calibration: str = typer.Option("minmax", "--int8-calibration", help="--int8: activation ranges from "
+                                         "minmax, percentile (99.999) or entropy calibration."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
@@ -81,7 +83,7 @@ def export_command(
     elif not onnx_file.is_file():
         fail(f"--onnx {onnx_file}: file not found")
     if int8:
-        onnx_file = _quantize(onnx_file, (h, w), calib_frames, int8_activation)
+        onnx_file = _quantize(onnx_file, (h, w), calib_frames, int8_activation, int8_calibration)
     if fmt == "tensorrt":
         from perception.deploy.backends import build_engine
 
@@ -111,12 +113,14 @@ def _release(model: str, out: Path | None) -> None:
                       highlight=False)
 
 
-def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str) -> Path:
+def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str, method: str = "minmax") -> Path:
     from perception.deploy.export import read_metadata
     from perception.deploy.quantize import calibration_batches, fidelity, quantize_onnx
 
     if activation not in ("uint8", "int8"):
         fail(f"--int8-activation must be uint8 or int8, got {activation!r}")
+    if method not in ("minmax", "percentile", "entropy"):
+        fail(f"--int8-calibration must be minmax, percentile or entropy, got {method!r}")
     meta = read_metadata(fp32)
     if meta.get("perception.batch") not in (None, "dynamic"):
         fail("--int8 needs a dynamic-batch export (add --dynamic-batch): calibration feeds batches of 6")
@@ -124,9 +128,10 @@ def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str) -
     with console.status(f"calibrating on {frames} synthetic frames + shared real images"):
         feeds = calibration_batches(size, synth_frames=frames, real=True, batch=6)
         held_out = feeds[-1:] if len(feeds) > 1 else feeds
-        result = quantize_onnx(fp32, out, feeds[:-1] or feeds, activation=activation)
+        result = quantize_onnx(fp32, out, feeds[:-1] or feeds, activation=activation, method=method)
         fid = fidelity(fp32, out, held_out)
     console.print(f"INT8 model: {out} ({result.calibration_images} calibration images, {activation} activations, "
+                  f"{method} calibration, "
                   f"Q/DQ nodes {result.node_counts.get('QuantizeLinear')}/{result.node_counts.get('DequantizeLinear')})")
     console.print("INT8 vs fp32 on held-out images: " + ", ".join(f"{k} {v:.4g}" for k, v in fid.items()))
     return out

@@ -46,7 +46,7 @@ from perception.nn.postprocess import Detections, decode_detections, make_anchor
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor", "TorchPredictor",
-           "RawOutputPredictor", "load_model", "make_backend_predictor", "open_dataset", "Evaluation", "evaluate",
+           "RawOutputPredictor", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset", "Evaluation", "evaluate",
            "preprocess", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS"]
 
 DATASETS = ("synth", "kitti", "nuscenes", "video")
@@ -192,8 +192,8 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
 
 
 def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module, str]:
-    """A registered name (shipped weights; ``random_weights`` allows an untrained model) or a
-    checkpoint path -> (model, description). Raises :class:`EvalError` with a clear reason."""
+    """A registered name (shipped weights; ``random_weights`` allows an untrained model), a
+    checkpoint path or a Deep Compression ``.pdc`` file -> (model, description). Raises :class:`EvalError` with a clear reason."""
     from perception.nn import create_model, list_models, load_checkpoint
 
     path = Path(spec)
@@ -206,6 +206,15 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
         except FileNotFoundError:
             raise EvalError(f"model {spec!r} has no shipped weights yet (models/{spec}/); pass a checkpoint path "
                             "or --random-weights to test the plumbing") from None
+    if path.suffix == ".pdc":  # a Deep Compression file (perception compress deep-compression)
+        if not path.is_file():
+            raise EvalError(f"{path}: file not found")
+        from perception.compress.deep_compression import load_compressed
+
+        try:
+            return load_compressed(path), str(path)
+        except (ValueError, OSError) as exc:
+            raise EvalError(str(exc)) from None
     if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
         if not path.is_file():
             raise EvalError(f"{path}: checkpoint not found")
@@ -214,6 +223,35 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
         except (ValueError, OSError) as exc:
             raise EvalError(str(exc)) from None
     raise EvalError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) nor a checkpoint file")
+
+
+def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "cpu", threads: int | None = None,
+                        **kwargs: Any) -> Predictor:
+    """An exported ``.onnx`` file (fp32 or the INT8 Q/DQ one of ``perception export --int8``) run by
+    ONNX Runtime and decoded like the torch outputs. The file's baked-in input size (metadata
+    ``perception.size``; a static ``--batch`` is fine only if it equals the cameras per frame)
+    must equal ``size``; classes and ``f_ref`` come from its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"{path}: ONNX file not found")
+    try:
+        import json as _json
+
+        from perception.deploy.backends import OnnxRuntimeBackend
+        from perception.deploy.export import read_metadata
+    except ImportError as exc:
+        raise EvalError(f"evaluating an ONNX file needs onnx + onnxruntime: {exc} (pip install -e '.[onnx]')") from None
+    meta = read_metadata(path)
+    missing = [k for k in ("perception.size", "perception.classes", "perception.f_ref") if k not in meta]
+    if missing:
+        raise EvalError(f"{path}: not exported by `perception export` (metadata {', '.join(missing)} missing)")
+    file_size = tuple(int(v) for v in meta["perception.size"].split("x"))
+    if file_size != tuple(size):
+        raise EvalError(f"{path} was exported for {meta['perception.size']} but --size is {size[0]}x{size[1]}: "
+                        f"pass --size {meta['perception.size']}")
+    backend = OnnxRuntimeBackend(path=path, device=device, threads=threads)
+    return RawOutputPredictor(backend.infer, _json.loads(meta["perception.classes"]), float(meta["perception.f_ref"]),
+                              name=backend.name, **kwargs)
 
 
 def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", device: str = "cpu",
