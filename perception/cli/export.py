@@ -44,6 +44,9 @@ def export_command(
                                         "Runtime) or int8 (symmetric, for TensorRT)."),
     int8_calibration: str = typer.Option("minmax", "--int8-calibration", help="--int8: activation ranges from "
                                          "minmax, percentile (99.999) or entropy calibration."),
+    int8_keep_fp32: str = typer.Option("", "--int8-keep-fp32", help="--int8: comma-separated substrings of conv "
+                                       "names to leave in float besides the prediction convs (e.g. reg_conv: "
+                                       "the 3D regression towers)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
@@ -83,7 +86,8 @@ def export_command(
     elif not onnx_file.is_file():
         fail(f"--onnx {onnx_file}: file not found")
     if int8:
-        onnx_file = _quantize(onnx_file, (h, w), calib_frames, int8_activation, int8_calibration)
+        onnx_file = _quantize(onnx_file, (h, w), calib_frames, int8_activation, int8_calibration,
+                              tuple(p for p in int8_keep_fp32.split(",") if p))
     if fmt == "tensorrt":
         from perception.deploy.backends import build_engine
 
@@ -113,7 +117,8 @@ def _release(model: str, out: Path | None) -> None:
                       highlight=False)
 
 
-def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str, method: str = "minmax") -> Path:
+def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str, method: str = "minmax",
+              keep_fp32: tuple[str, ...] = ()) -> Path:
     from perception.deploy.export import read_metadata
     from perception.deploy.quantize import calibration_batches, fidelity, quantize_onnx
 
@@ -128,7 +133,8 @@ def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str, m
     with console.status(f"calibrating on {frames} synthetic frames + shared real images"):
         feeds = calibration_batches(size, synth_frames=frames, real=True, batch=6)
         held_out = feeds[-1:] if len(feeds) > 1 else feeds
-        result = quantize_onnx(fp32, out, feeds[:-1] or feeds, activation=activation, method=method)
+        result = quantize_onnx(fp32, out, feeds[:-1] or feeds, activation=activation, method=method,
+                              keep_fp32=keep_fp32)
         fid = fidelity(fp32, out, held_out)
     console.print(f"INT8 model: {out} ({result.calibration_images} calibration images, {activation} activations, "
                   f"{method} calibration, "

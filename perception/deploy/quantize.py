@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -143,24 +143,28 @@ class QuantizeResult:
         return asdict(self)
 
 
-def head_output_convs(path: str | os.PathLike) -> list[str]:
-    """Names of the last 1x1 prediction convs (``cls_pred``, ``reg_pred``, depth ``pred``)."""
+HEAD_OUTPUT_CONVS = ("/cls_pred/", "/reg_pred/", "/depth_head/pred/")
+
+
+def head_output_convs(path: str | os.PathLike, patterns: Sequence[str] = HEAD_OUTPUT_CONVS) -> list[str]:
+    """Names of the conv nodes whose name contains one of ``patterns`` (by default the last 1x1
+    prediction convs: ``cls_pred``, ``reg_pred``, depth ``pred``)."""
     import onnx
 
     model = onnx.load(str(path))
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and
-            any(k in n.name for k in ("/cls_pred/", "/reg_pred/", "/depth_head/pred/"))]
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(k in n.name for k in patterns)]
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, feeds: list[dict[str, np.ndarray]],
                   *, per_channel: bool = True, activation: str = "uint8", method: str = "minmax",
-                  keep_head_outputs_fp32: bool = True) -> QuantizeResult:
+                  keep_head_outputs_fp32: bool = True, keep_fp32: Sequence[str] = ()) -> QuantizeResult:
     """Static INT8 (QDQ) quantization of an exported fp32 ONNX file.
 
     ``activation``: ``uint8`` (asymmetric; the fast U8S8 path of ONNX Runtime on x86) or
     ``int8`` (symmetric, what TensorRT requires). ``keep_head_outputs_fp32`` leaves the final
     1x1 prediction convs in float (a few MFLOPs; their outputs go through exp/softplus where
-    an output quantization step would be magnified).
+    an output quantization step would be magnified). ``keep_fp32``: more conv-name substrings
+    to leave in float (e.g. ``("reg_conv",)`` for the 3D regression towers of the head).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -176,7 +180,8 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, fee
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pre = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_optimization=False, skip_symbolic_shape=True)
-    excluded = head_output_convs(pre) if keep_head_outputs_fp32 else []
+    patterns = (HEAD_OUTPUT_CONVS if keep_head_outputs_fp32 else ()) + tuple(keep_fp32)
+    excluded = head_output_convs(pre, patterns) if patterns else []
     extra = {"ActivationSymmetric": activation == "int8", "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
@@ -190,7 +195,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, fee
     src_meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
     del model.metadata_props[:]
     src_meta.update({"perception.quantized": "int8-qdq", "perception.quant_activation": activation,
-                     "perception.quant_method": method})
+                     "perception.quant_method": method, "perception.quant_fp32_nodes": str(len(excluded))})
     for k, v in src_meta.items():
         model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(out_path))
