@@ -52,6 +52,15 @@ def test_average_precision_and_proxy_metrics(data):
     assert 0 <= m["proxy_map50"] <= 1 and m["proxy_abs_rel"] > 0
 
 
+def test_fit_reports_progress_inside_report_progress_only(data):
+    seen = []
+    with common.report_progress(lambda step, steps, loss: seen.append((step, steps, loss))):
+        fit(tiny(), data, FitConfig(steps=3, batch=2, warmup=1))
+    fit(tiny(), data, FitConfig(steps=2, batch=2, warmup=1))  # outside the block: no calls
+    assert [(s, n) for s, n, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert all(np.isfinite(loss) and loss > 0 for *_, loss in seen)
+
+
 def test_lottery_prunes_20_percent_per_round_and_keeps_masks(data, tmp_path):
     model = tiny()
     masks = lottery.full_masks(model)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import typer
@@ -104,39 +105,60 @@ def compress_command(
         return fit(make(name, shrink)(seed), ds, FitConfig(**{**fcfg.__dict__, "steps": n_steps}))
 
     out.mkdir(parents=True, exist_ok=True)
-    if method == "lottery":
-        report = lottery.run_lottery(make(model), ds, fcfg, lottery.LotteryConfig(
-            rate=rate, min_density=min_density, rounds=rounds, rewind_step=rewind, random_control=not no_control), out)
-        summary = {"dense": report["dense"], "matching_density": report["matching_density"]}
-    elif method == "morphnet":
-        dense = trained(model, init, steps) if init else None
-        report = morphnet.run_morphnet(make(model), ds, fcfg, morphnet.MorphNetConfig(
-            strength=strength, shrink_flops=shrink_flops), out, dense=dense)
-        summary = {k: {m: report[k][m] for m in ("proxy_map50", "flops", "cpu_latency_ms")}
-                   for k in ("dense", "shrunk", "expanded")}
-    elif method == "deep-compression":
-        report = deep_compression.run_deep_compression(trained(model, init, steps), ds, fcfg, deep_compression.
-                                                       DeepCompressionConfig(sparsity=sparsity, bits=bits,
-                                                                             finetune_steps=finetune), out)
-        summary = {"storage_ratio_vs_fp32": report["storage_ratio_vs_fp32"], "decoded": report["decoded"],
-                   "dense": {k: report["dense_fused"][k] for k in ("proxy_map50", "proxy_abs_rel")}}
-    elif method == "binary":
-        report = binarize.run_binary(trained(model, init, steps), ds, fcfg,
-                                     binarize.BinaryConfig(mode=mode, finetune_steps=finetune), out)
-        summary = {"binarized": report["binarized"], "storage": report["storage"],
-                   "speedup": report["ops"]["theoretical_speedup"]}
-    else:
-        tpath = Path(teacher)
-        if tpath.is_file():
-            t_model = load_checkpoint(tpath)
-        elif teacher in list_models():
-            # --tiny shrinks the student only
-            t_model = trained(teacher, None, teacher_steps or 2 * steps, shrink=False)
+    with _fit_progress():  # one progress bar per training run of the method
+        if method == "lottery":
+            report = lottery.run_lottery(make(model), ds, fcfg, lottery.LotteryConfig(
+                rate=rate, min_density=min_density, rounds=rounds, rewind_step=rewind, random_control=not no_control), out)
+            summary = {"dense": report["dense"], "matching_density": report["matching_density"]}
+        elif method == "morphnet":
+            dense = trained(model, init, steps) if init else None
+            report = morphnet.run_morphnet(make(model), ds, fcfg, morphnet.MorphNetConfig(
+                strength=strength, shrink_flops=shrink_flops), out, dense=dense)
+            summary = {k: {m: report[k][m] for m in ("proxy_map50", "flops", "cpu_latency_ms")}
+                       for k in ("dense", "shrunk", "expanded")}
+        elif method == "deep-compression":
+            report = deep_compression.run_deep_compression(trained(model, init, steps), ds, fcfg, deep_compression.
+                                                           DeepCompressionConfig(sparsity=sparsity, bits=bits,
+                                                                                 finetune_steps=finetune), out)
+            summary = {"storage_ratio_vs_fp32": report["storage_ratio_vs_fp32"], "decoded": report["decoded"],
+                       "dense": {k: report["dense_fused"][k] for k in ("proxy_map50", "proxy_abs_rel")}}
+        elif method == "binary":
+            report = binarize.run_binary(trained(model, init, steps), ds, fcfg,
+                                         binarize.BinaryConfig(mode=mode, finetune_steps=finetune), out)
+            summary = {"binarized": report["binarized"], "storage": report["storage"],
+                       "speedup": report["ops"]["theoretical_speedup"]}
         else:
-            fail(f"--teacher {teacher!r} is neither a checkpoint nor a registered model")
-        # the baseline student is trained exactly like the distilled one (never taken from --init)
-        report = distill.run_distill(make(model), t_model, ds, fcfg, distill.DistillConfig(temperature=temperature),
-                                     out)
-        summary = {k: report[k] for k in ("teacher", "student_without_distillation", "student_distilled")}
+            tpath = Path(teacher)
+            if tpath.is_file():
+                t_model = load_checkpoint(tpath)
+            elif teacher in list_models():
+                # --tiny shrinks the student only
+                t_model = trained(teacher, None, teacher_steps or 2 * steps, shrink=False)
+            else:
+                fail(f"--teacher {teacher!r} is neither a checkpoint nor a registered model")
+            # the baseline student is trained exactly like the distilled one (never taken from --init)
+            report = distill.run_distill(make(model), t_model, ds, fcfg, distill.DistillConfig(temperature=temperature),
+                                         out)
+            summary = {k: report[k] for k in ("teacher", "student_without_distillation", "student_distilled")}
     console.print_json(json.dumps(summary, default=float))
     console.print(f"wrote {out / 'report.json'}")
+
+
+@contextmanager
+def _fit_progress() -> Iterator[None]:
+    """A progress bar (steps, loss, time left) for every training run of a method."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from perception.compress.common import report_progress
+
+    task: list = []
+    with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as prog:
+        def update(step: int, steps: int, loss: float) -> None:
+            if step == 1 or not task:
+                task[:] = [prog.add_task("fit", total=steps, loss="-")]
+            prog.update(task[0], completed=step, loss=f"{loss:.3f}")
+
+        with report_progress(update):
+            yield

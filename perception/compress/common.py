@@ -20,9 +20,10 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -175,6 +176,22 @@ class Hooks:
     log: list[dict[str, float]] = field(default_factory=list)
 
 
+# step, total steps, loss: set by the CLI (a progress bar) for the duration of a run
+ProgressFn = Callable[[int, int, float], None]
+_progress: ProgressFn | None = None
+
+
+@contextmanager
+def report_progress(fn: ProgressFn) -> Iterator[None]:
+    """Call ``fn(step, steps, loss)`` after every step of every :func:`fit` inside the block."""
+    global _progress
+    previous, _progress = _progress, fn
+    try:
+        yield
+    finally:
+        _progress = previous
+
+
 def fit(model: PerceptionNet, data: ProxyData, cfg: FitConfig, hooks: Hooks | None = None,
         params: Iterable[nn.Parameter] | None = None) -> PerceptionNet:
     """Train ``model`` in place with AdamW + warm-up/cosine on ``data`` (the proxy trainer).
@@ -213,6 +230,8 @@ def fit(model: PerceptionNet, data: ProxyData, cfg: FitConfig, hooks: Hooks | No
         opt.step()
         if hooks.after_step is not None:
             hooks.after_step(model, step)
+        if _progress is not None:
+            _progress(step + 1, cfg.steps, float(loss.detach()))
         if step % 50 == 0 or step == cfg.steps - 1:
             hooks.log.append({"step": step, "loss": float(loss.detach()), **parts})
             log.debug("step %d loss %.4f %s", step, float(loss.detach()), parts)
