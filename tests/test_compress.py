@@ -201,6 +201,35 @@ def test_trainer_accepts_a_distillation_wrapper(tmp_path):
     assert seen and "kd_feat" in seen[0]
 
 
+def test_train_config_distill_teacher(tmp_path):
+    """`distill: {teacher: ...}` in a training config: the run logs the distillation terms."""
+    import csv
+
+    from perception.nn import save_checkpoint
+    from perception.train.config import TrainConfig
+    from perception.train.trainer import train
+    from tests.fake_data import fake_folder
+
+    folder = fake_folder(tmp_path / "data", frames=2)
+    teacher = save_checkpoint(create_model("rep-n", **TINY_OVERRIDES), tmp_path / "teacher.safetensors")
+    cfg = TrainConfig.from_dict({"model": "rep-n", "out": str(tmp_path / "run"), "data": [str(folder)],
+                                 "size": [64, 96], "batch": 2, "steps": 2, "amp": "none", "workers": 0,
+                                 "warmup_steps": 1, "log_every": 1,
+                                 "distill": {"teacher": str(teacher), "temperature": 3.0}})
+    assert cfg.distill.temperature == 3.0 and cfg.to_dict()["distill"]["teacher"] == str(teacher)
+    train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert rows and float(rows[-1]["kd_feat"]) > 0 and float(rows[-1]["kd_cls"]) > 0
+    with pytest.raises(ValueError, match="needs a teacher"):
+        TrainConfig.from_dict({"distill": {"temperature": 2.0}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"distill": {"teacher": "rep-s", "temp": 2.0}})
+    bad = TrainConfig.from_dict({**cfg.to_dict(), "size": [64, 96], "distill": {"teacher": "no-such-model"},
+                                 "out": str(tmp_path / "run2")})
+    with pytest.raises(ValueError, match="neither a registered model"):
+        train(bad)
+
+
 def test_cli_compress_rejects_bad_input(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["compress", "prune-everything", "--out", str(tmp_path)])

@@ -14,6 +14,17 @@ from perception.train.losses import LossWeights
 
 
 @dataclass
+class DistillSettings:
+    """Knowledge distillation from a larger teacher (:mod:`perception.compress.distill`)."""
+
+    teacher: str  # a registered name (its shipped weights) or a checkpoint path
+    temperature: float = 2.0  # soft class targets: T^2 * BCE(z_s / T, sigmoid(z_t / T))
+    w_cls: float = 1.0
+    w_feat: float = 50.0  # attention transfer on the neck outputs
+    w_depth: float = 0.5  # L1 on log depth against the teacher
+
+
+@dataclass
 class TrainConfig:
     model: str = "rep-n"
     out: str = "runs/train/rep-n"
@@ -37,6 +48,7 @@ class TrainConfig:
     selfsup_batch: int = 2  # video triplets per step and process (only with video: data specs)
     loss: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillSettings | None = None  # e.g. {teacher: rep-s, temperature: 2.0}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> "TrainConfig":
@@ -45,12 +57,16 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        for key, sub in (("loss", LossWeights), ("augment", AugmentConfig)):
-            if key in d:
+        for key, sub in (("loss", LossWeights), ("augment", AugmentConfig), ("distill", DistillSettings)):
+            if key in d and not (key == "distill" and d[key] is None):
+                if not isinstance(d[key] or {}, dict):
+                    raise ValueError(f"{where}: '{key}' must be a mapping, got {d[key]!r}")
                 sub_known = {f.name for f in dataclasses.fields(sub)}
                 bad = set(d[key] or {}) - sub_known
                 if bad:
                     raise ValueError(f"{where}: unknown keys {sorted(bad)} in '{key}'; known: {sorted(sub_known)}")
+                if key == "distill" and "teacher" not in (d[key] or {}):
+                    raise ValueError(f"{where}: 'distill' needs a teacher (a registered model name or a checkpoint)")
                 d[key] = sub(**{k: tuple(v) if isinstance(v, list) else v for k, v in (d[key] or {}).items()})
         if "size" in d:
             d["size"] = tuple(d["size"])

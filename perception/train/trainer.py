@@ -30,7 +30,7 @@ import torch.distributed as dist
 from perception.data.sample_folder import SampleFolder
 from perception.nn import create_model, load_checkpoint, reparameterize_model, save_checkpoint
 from perception.nn.model import PerceptionNet
-from perception.train.config import TrainConfig
+from perception.train.config import DistillSettings, TrainConfig
 from perception.train.data import CameraDataset, VideoTripletDataset, collate, collate_triplets, selfsup_batches
 from perception.train.losses import SELFSUP_DEFAULT, PerceptionLoss
 from perception.train.selfsup import PoseNet, triplet_loss
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # log.csv columns of the self-supervised depth loss (only written when the config has video data)
 SELFSUP_COLUMNS = ("selfsup", "ss_photo", "ss_smooth", "ss_height", "ss_automask", "ss_est_height")
+# ... and of the distillation terms (only with a distill: teacher)
+DISTILL_COLUMNS = ("kd_cls", "kd_feat", "kd_depth")
 
 
 class ConcatSource:
@@ -137,6 +139,24 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def _distill_wrapper(settings: DistillSettings, device: torch.device
+                     ) -> Callable[[PerceptionLoss, PerceptionNet], Any]:
+    """The config's ``distill:`` teacher, fused (same outputs, faster) and frozen, as a loss wrapper."""
+    from perception.compress.distill import DistillConfig, distill_wrapper
+    from perception.nn import list_models
+
+    if settings.teacher in list_models():
+        teacher = create_model(settings.teacher, pretrained=True)  # FileNotFoundError names the missing weights
+    elif Path(settings.teacher).is_file():
+        teacher = load_checkpoint(settings.teacher)
+    else:
+        raise ValueError(f"distill.teacher {settings.teacher!r}: neither a registered model nor a checkpoint file")
+    teacher = reparameterize_model(teacher.float()).to(device).eval()
+    log.info("distilling from %s (temperature %g)", settings.teacher, settings.temperature)
+    return distill_wrapper(teacher, DistillConfig(temperature=settings.temperature, w_cls=settings.w_cls,
+                                                  w_feat=settings.w_feat, w_depth=settings.w_depth))
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
           stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None,
           criterion_wrapper: Callable[[PerceptionLoss, PerceptionNet], Any] | None = None) -> Path:
@@ -171,6 +191,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     ema = ModelEMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     criterion = PerceptionLoss(model.num_classes, model.cfg.f_ref, cfg.loss)
+    if cfg.distill is not None:
+        if criterion_wrapper is not None:
+            raise ValueError("distill: in the config and a criterion_wrapper argument: use one of them")
+        criterion_wrapper = _distill_wrapper(cfg.distill, device)
     if criterion_wrapper is not None:
         criterion = criterion_wrapper(criterion, model)
     step, epoch, pos = 0, 0, 0
@@ -262,7 +286,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     csv_file = open(csv_path, "a", newline="") if rank == 0 else None
     writer: csv.writer | None = csv.writer(csv_file) if csv_file else None
     columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset", "depth",
-               "depth_grad"] + (list(SELFSUP_COLUMNS) if pose_net is not None else []) + ["img_per_s"]
+               "depth_grad"] + (list(SELFSUP_COLUMNS) if pose_net is not None else []) + \
+        (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + ["img_per_s"]
     if writer and csv_path.stat().st_size == 0:
         writer.writerow(columns + ["time"])
     tb = _tensorboard(out) if rank == 0 else None
