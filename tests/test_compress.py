@@ -113,10 +113,26 @@ def test_deep_compression_file_decodes_exactly_and_is_much_smaller(tmp_path):
 
 def test_deep_compression_pipeline(data, trained, tmp_path):
     rep = deep_compression.run_deep_compression(trained, data, FIT, deep_compression.DeepCompressionConfig(
-        sparsity=0.8, bits=4, min_numel=64, finetune_steps=1), tmp_path)
-    assert rep["decoded_vs_quantized_max_abs_diff"] == 0.0
+        sparsity=0.8, bits=4, min_numel=64, finetune_steps=1, quant_finetune_steps=2), tmp_path)
+    assert rep["decoded_vs_quantized_max_abs_diff"] == 0.0  # centroid fine-tuning kept the weights shared
     assert rep["decoded_model"]["nonzero_params"] < 0.5 * rep["dense_fused"]["params"]
     assert rep["file_bytes"] < rep["dense_fused_safetensors_bytes"] / 4
+
+
+def test_centroid_fine_tuning_keeps_weights_shared_and_moves_centroids(data):
+    model = reparameterize_model(randomize_bn(tiny()))
+    masks = deep_compression.prune_layers(model, 0.5, 64)
+    books = deep_compression.share_weights(model, masks, 3)
+    name = next(iter(masks))
+    before = books[name][0].clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(data.train["images"][:2], data.train["K"][:2])
+    (out["det"].pow(2).mean() + out["depth"].mean()).backward()
+    opt.step()
+    deep_compression.snap_to_shared(model, masks, books)
+    w = dict(model.named_parameters())[name].detach()
+    assert not torch.equal(before, books[name][0])  # the shared values were trained
+    assert len(torch.unique(w[masks[name]])) <= 8 and (w[~masks[name]] == 0).all()
 
 
 def test_morphnet_shrinks_flops_and_expands_back(data, trained, tmp_path):

@@ -52,6 +52,8 @@ def compress_command(
     sparsity: float = typer.Option(0.9, "--sparsity", help="deep-compression: pruned fraction per layer"),
     bits: int = typer.Option(4, "--bits", help="deep-compression: index bits (2**bits shared weights per layer)"),
     finetune: int = typer.Option(100, "--finetune", help="deep-compression/binary: fine-tuning steps"),
+    quant_finetune: int = typer.Option(0, "--quant-finetune", help="deep-compression: steps fine-tuning the shared "
+                                       "weights (k-means centroids) after weight sharing"),
     # binary
     mode: str = typer.Option("bwn", "--mode", help="binary: bwn or xnor"),
     # distill
@@ -119,7 +121,9 @@ def compress_command(
         elif method == "deep-compression":
             report = deep_compression.run_deep_compression(trained(model, init, steps), ds, fcfg, deep_compression.
                                                            DeepCompressionConfig(sparsity=sparsity, bits=bits,
-                                                                                 finetune_steps=finetune), out)
+                                                                                 finetune_steps=finetune,
+                                                                                 quant_finetune_steps=quant_finetune),
+                                                           out)
             summary = {"storage_ratio_vs_fp32": report["storage_ratio_vs_fp32"], "decoded": report["decoded"],
                        "dense": {k: report["dense_fused"][k] for k in ("proxy_map50", "proxy_abs_rel")}}
         elif method == "binary":

@@ -5,7 +5,8 @@ Acts on the *fused* (deploy) model, whose weights are what ships:
 1. magnitude pruning of every conv kernel with at least ``min_numel`` weights to ``sparsity``
    (per layer), then masked fine-tuning;
 2. per layer, the surviving weights are clustered into ``2**bits`` shared values (1-D k-means,
-   linear initialisation over [min, max] as in the paper) and replaced by their centroid;
+   linear initialisation over [min, max] as in the paper) and replaced by their centroid; then
+   optionally the centroids are fine-tuned (``quant_finetune_steps``, :func:`snap_to_shared`);
 3. the cluster indices and the gaps between consecutive nonzero positions are Huffman coded
    (one canonical code for all gaps, one for all indices) and written in the ``PDC1`` file
    format specified in ``docs/compression.md``. Biases and small tensors are stored raw (fp32).
@@ -47,6 +48,7 @@ class DeepCompressionConfig:
     min_numel: int = 512  # smaller kernels stay dense (they cost little and matter a lot)
     finetune_steps: int = 100
     kmeans_iters: int = 20
+    quant_finetune_steps: int = 0  # fine-tune the shared values (centroids) after k-means, as in the paper
 
 
 # ------------------------------------------------------------------------------------------ pruning
@@ -81,6 +83,45 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 20) -> tuple[torch.Tens
         centroids = new
     assign = (values[:, None] - centroids[None]).abs().argmin(1)
     return centroids.float(), assign
+
+
+Codebooks = dict[str, tuple[torch.Tensor, torch.Tensor]]  # parameter name -> (centroids, assignment)
+
+
+@torch.no_grad()
+def share_weights(model: nn.Module, masks: dict[str, torch.Tensor], bits: int, iters: int = 20) -> Codebooks:
+    """k-means weight sharing in place: every surviving weight of a masked layer becomes the
+    centroid of its cluster (``2**bits`` per layer). Returns the codebooks."""
+    params = dict(model.named_parameters())
+    books: Codebooks = {}
+    for name, mask in masks.items():
+        p, keep = params[name], mask.flatten()
+        w = p.detach().flatten()
+        cents, assign = kmeans_1d(w[keep].double(), 2 ** bits, iters)
+        q = torch.zeros_like(w)
+        q[keep] = cents[assign].to(w.dtype)
+        p.copy_(q.view_as(p))
+        books[name] = (cents, assign)
+    return books
+
+
+@torch.no_grad()
+def snap_to_shared(model: nn.Module, masks: dict[str, torch.Tensor], books: Codebooks) -> None:
+    """After an optimizer step on a weight-shared model: each centroid moves to the mean of its
+    (updated) weights and they all take that value again; pruned weights stay zero. This is the
+    paper's centroid fine-tuning (a shared weight's gradient is the sum over its cluster), with
+    the assignment fixed."""
+    params = dict(model.named_parameters())
+    for name, (cents, assign) in books.items():
+        p, keep = params[name], masks[name].flatten()
+        vals = p.detach().flatten()[keep].double()
+        k = len(cents)
+        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, assign, vals)
+        counts = torch.bincount(assign, minlength=k).double()
+        cents.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), cents.double()).to(cents.dtype))
+        q = torch.zeros(p.numel(), dtype=p.dtype)
+        q[keep] = cents[assign].to(p.dtype)
+        p.copy_(q.view_as(p))
 
 
 # ------------------------------------------------------------------------------------------ Huffman
@@ -142,9 +183,8 @@ def huffman_decode(data: bytes, count: int, codes: dict[int, tuple[int, int]]) -
 
 
 # ------------------------------------------------------------------------------------------ encode
-def _sparse_symbols(flat: np.ndarray, assign: np.ndarray, filler: int) -> tuple[np.ndarray, np.ndarray]:
-    """(gaps, indices) for the nonzero positions of ``flat``; filler entries split long gaps."""
-    pos = np.flatnonzero(flat)
+def _sparse_symbols(pos: np.ndarray, assign: np.ndarray, filler: int) -> tuple[np.ndarray, np.ndarray]:
+    """(gaps, indices) for the kept positions ``pos`` (ascending); filler entries split long gaps."""
     gaps, idx = [], []
     prev = -1
     for p, a in zip(pos.tolist(), assign.tolist()):
@@ -160,24 +200,24 @@ def _sparse_symbols(flat: np.ndarray, assign: np.ndarray, filler: int) -> tuple[
 
 
 def encode_model(model: PerceptionNet, path: str | Path, bits: int, masks: dict[str, torch.Tensor],
-                 kmeans_iters: int = 20) -> dict[str, Any]:
-    """Quantize ``model`` (fused) in place to its shared weights and write the ``PDC1`` file."""
+                 kmeans_iters: int = 20, books: Codebooks | None = None) -> dict[str, Any]:
+    """Write the ``PDC1`` file of ``model`` (fused). Without ``books`` the masked layers are first
+    weight-shared in place (:func:`share_weights`); either way the model then holds exactly what
+    the file decodes to."""
     if not model.is_reparameterized:
         raise ValueError("deep compression encodes the fused model; call reparameterize_model first")
-    k, filler = 2 ** bits, 2 ** bits
+    filler = 2 ** bits
+    if books is None:
+        books = share_weights(model, masks, bits, kmeans_iters)
     state = model.state_dict()
     entries, per_tensor = [], []
     gap_freq: dict[int, int] = {}
     idx_freq: dict[int, int] = {}
     for name, t in state.items():
         if name in masks:
-            w = t.detach().flatten()
-            nz = w != 0
-            cents, assign = kmeans_1d(w[nz].double(), k, kmeans_iters)
-            q = torch.zeros_like(w)
-            q[nz] = cents[assign].to(w.dtype)
-            t.copy_(q.view_as(t))  # the model now holds exactly what the file decodes to
-            gaps, idx = _sparse_symbols(q.numpy(), assign.numpy(), filler)
+            cents, assign = books[name]
+            pos = np.flatnonzero(masks[name].flatten().numpy())
+            gaps, idx = _sparse_symbols(pos, assign.numpy(), filler)
             for arr, freq in ((gaps, gap_freq), (idx, idx_freq)):
                 vals, cnt = np.unique(arr, return_counts=True)
                 for v, c in zip(vals.tolist(), cnt.tolist()):
@@ -259,14 +299,23 @@ def run_deep_compression(model: PerceptionNet, data: ProxyData, fit_cfg: FitConf
         fit(dense, data, FitConfig(**{**asdict(fit_cfg), "steps": cfg.finetune_steps, "lr": fit_cfg.lr * 0.25,
                                       "warmup": 0}), hooks)
     after_finetune = evaluate(dense, data)
-    sizes = encode_model(dense, out / "model.pdc", cfg.bits, masks, cfg.kmeans_iters)
+    books = share_weights(dense, masks, cfg.bits, cfg.kmeans_iters)
+    after_sharing = evaluate(dense, data)
+    if cfg.quant_finetune_steps:
+        def after_step(m: nn.Module, _: int) -> None:
+            snap_to_shared(m, masks, books)
+        fit(dense, data, FitConfig(**{**asdict(fit_cfg), "steps": cfg.quant_finetune_steps,
+                                      "lr": fit_cfg.lr * 0.1, "warmup": 0, "weight_decay": 0.0}),
+            Hooks(after_step=after_step))
+    sizes = encode_model(dense, out / "model.pdc", cfg.bits, masks, books=books)
     decoded = load_compressed(out / "model.pdc")
     with torch.no_grad():
         x = data.val["images"][:2]
         diff = float((decoded(x)["det"] - dense(x)["det"]).abs().max())
     decoded_metrics = evaluate(decoded, data)
     report = {"config": asdict(cfg), "fit": asdict(fit_cfg), "data": data.description, "dense_fused": before,
-              "after_prune": after_prune, "after_finetune": after_finetune, "decoded": decoded_metrics,
+              "after_prune": after_prune, "after_finetune": after_finetune, "after_sharing": after_sharing,
+              "decoded": decoded_metrics,
               "decoded_vs_quantized_max_abs_diff": diff, **sizes,
               "dense_fused_safetensors_bytes": ref.stat().st_size,
               "storage_ratio_vs_fp32": sizes["fp32_bytes"] / sizes["file_bytes"],
