@@ -119,6 +119,18 @@ def test_deep_compression_pipeline(data, trained, tmp_path):
     assert rep["file_bytes"] < rep["dense_fused_safetensors_bytes"] / 4
 
 
+def test_global_pruning_hits_the_overall_sparsity_with_uneven_layers():
+    model = reparameterize_model(randomize_bn(tiny()))
+    masks = deep_compression.prune_layers(model, 0.7, 64, scope="global")
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert kept / total == pytest.approx(0.3, abs=0.01)
+    per_layer = [float(m.float().mean()) for m in masks.values()]
+    assert max(per_layer) - min(per_layer) > 0.1  # one threshold: layers keep different fractions
+    with pytest.raises(ValueError, match="scope"):
+        deep_compression.prune_layers(model, 0.7, 64, scope="channel")
+
+
 def test_centroid_fine_tuning_keeps_weights_shared_and_moves_centroids(data):
     model = reparameterize_model(randomize_bn(tiny()))
     masks = deep_compression.prune_layers(model, 0.5, 64)

@@ -52,6 +52,10 @@ def compress_command(
     sparsity: float = typer.Option(0.9, "--sparsity", help="deep-compression: pruned fraction per layer"),
     bits: int = typer.Option(4, "--bits", help="deep-compression: index bits (2**bits shared weights per layer)"),
     finetune: int = typer.Option(100, "--finetune", help="deep-compression/binary: fine-tuning steps"),
+    prune_scope: str = typer.Option("layer", "--prune-scope", help="deep-compression: magnitude threshold per layer "
+                                    "or one global threshold"),
+    amp: str = typer.Option("none", "--amp", help="bf16: autocast the training forward passes (faster on CPUs "
+                            "with native bf16), none: fp32"),
     quant_finetune: int = typer.Option(0, "--quant-finetune", help="deep-compression: steps fine-tuning the shared "
                                        "weights (k-means centroids) after weight sharing"),
     # binary
@@ -81,6 +85,10 @@ def compress_command(
         fail(f"{init}: checkpoint not found")
     if mode not in ("bwn", "xnor"):
         fail(f"--mode must be bwn or xnor, got {mode!r}")
+    if amp not in ("none", "bf16"):
+        fail(f"--amp must be none or bf16, got {amp!r}")
+    if prune_scope not in ("layer", "global"):
+        fail(f"--prune-scope must be layer or global, got {prune_scope!r}")
     if not 0 < sparsity < 1 or not 1 <= bits <= 8:
         fail("--sparsity must be in (0, 1) and --bits in 1..8")
     overrides = TINY_OVERRIDES if tiny else {}
@@ -95,7 +103,7 @@ def compress_command(
         ds = load_data(data, hw, frames=frames, val_frames=val_frames, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    fcfg = FitConfig(steps=steps, batch=batch, lr=lr, seed=seed)
+    fcfg = FitConfig(steps=steps, batch=batch, lr=lr, seed=seed, amp=amp)
 
     def trained(name: str, path: Optional[Path], n_steps: int, shrink: bool = True):  # noqa: ANN202
         if path is not None:
@@ -122,7 +130,8 @@ def compress_command(
             report = deep_compression.run_deep_compression(trained(model, init, steps), ds, fcfg, deep_compression.
                                                            DeepCompressionConfig(sparsity=sparsity, bits=bits,
                                                                                  finetune_steps=finetune,
-                                                                                 quant_finetune_steps=quant_finetune),
+                                                                                 quant_finetune_steps=quant_finetune,
+                                                                                 scope=prune_scope),
                                                            out)
             summary = {"storage_ratio_vs_fp32": report["storage_ratio_vs_fp32"], "decoded": report["decoded"],
                        "dense": {k: report["dense_fused"][k] for k in ("proxy_map50", "proxy_abs_rel")}}

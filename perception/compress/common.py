@@ -164,6 +164,7 @@ class FitConfig:
     warmup: int = 20
     seed: int = 0
     grad_clip: float = 10.0
+    amp: str = "none"  # "bf16": autocast the forward (about 1.9x faster on CPUs with native bf16)
 
 
 @dataclass
@@ -216,7 +217,9 @@ def fit(model: PerceptionNet, data: ProxyData, cfg: FitConfig, hooks: Hooks | No
                        else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
         for g in opt.param_groups:
             g["lr"] = lr
-        outputs = model(batch["images"], batch["K"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            outputs = model(batch["images"], batch["K"])
+        outputs = {k: v.float() for k, v in outputs.items()}
         loss, parts = criterion(outputs, anchors, strides, batch)
         if hooks.extra_loss is not None:
             extra = hooks.extra_loss(model, outputs, batch)

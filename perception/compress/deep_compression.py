@@ -49,20 +49,31 @@ class DeepCompressionConfig:
     finetune_steps: int = 100
     kmeans_iters: int = 20
     quant_finetune_steps: int = 0  # fine-tune the shared values (centroids) after k-means, as in the paper
+    scope: str = "layer"  # pruning thresholds per layer or one global threshold
 
 
 # ------------------------------------------------------------------------------------------ pruning
-def prune_layers(model: nn.Module, sparsity: float, min_numel: int) -> dict[str, torch.Tensor]:
-    """Per-layer magnitude masks for conv weights with >= ``min_numel`` elements (applied in place)."""
+def prune_layers(model: nn.Module, sparsity: float, min_numel: int, scope: str = "layer") -> dict[str, torch.Tensor]:
+    """Magnitude masks for conv weights with >= ``min_numel`` elements (applied in place).
+
+    ``scope="layer"``: every layer loses ``sparsity`` of its weights (the paper's per-layer
+    thresholds); ``"global"``: one magnitude threshold over all of them, so that large, redundant
+    layers lose more than small, sensitive ones."""
+    if scope not in ("layer", "global"):
+        raise ValueError(f"pruning scope must be layer or global, got {scope!r}")
+    eligible = {n: p for n, p in model.named_parameters() if p.ndim == 4 and p.numel() >= min_numel}
     masks = {}
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim != 4 or p.numel() < min_numel:
-                continue
-            k = int(sparsity * p.numel())
-            if k < 1:
-                continue
-            thr = p.abs().flatten().kthvalue(k).values
+        if scope == "global" and eligible:
+            mags = torch.cat([p.detach().abs().flatten() for p in eligible.values()])
+            k = int(sparsity * mags.numel())
+            thr = mags.kthvalue(k).values if k >= 1 else mags.new_tensor(-1.0)
+        for name, p in eligible.items():
+            if scope == "layer":
+                k = int(sparsity * p.numel())
+                if k < 1:
+                    continue
+                thr = p.abs().flatten().kthvalue(k).values
             masks[name] = p.abs() > thr
             p.mul_(masks[name])
     return masks
@@ -292,7 +303,7 @@ def run_deep_compression(model: PerceptionNet, data: ProxyData, fit_cfg: FitConf
     dense = reparameterize_model(model)
     before = {**evaluate(dense, data), **describe(dense, data.size)}
     ref = save_checkpoint(dense, out / "dense-fused.safetensors")
-    masks = prune_layers(dense, cfg.sparsity, cfg.min_numel)
+    masks = prune_layers(dense, cfg.sparsity, cfg.min_numel, cfg.scope)
     after_prune = evaluate(dense, data)
     if cfg.finetune_steps:
         hooks = Hooks(after_step=lambda m, s: _apply(m, masks))
