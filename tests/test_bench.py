@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -71,3 +73,37 @@ def test_builtin_repvgg_a0_peer_matches_the_paper():
     assert abs(macs / 1e9 - 1.36) < 0.01
     with pytest.raises(ValueError, match="builtin"):
         load_peer("nope:x")
+
+
+def _invoke(args):
+    from typer.testing import CliRunner
+
+    from perception.cli import app
+
+    return CliRunner().invoke(app, ["bench", "model", *args])
+
+
+def test_bench_model_backends_writes_json(tmp_path):
+    """`perception bench model --backends`: the fused model per backend, warm-up excluded."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "x.json"
+    r = _invoke(["--model", "rep-n", "--backends", "torch,onnx", "--batches", "1", "--size", "64x96",
+                 "--iters", "2", "--warmup", "1", "--no-memory", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"torch/b1", "onnx/b1"}
+    for res in data["results"].values():
+        assert "error" not in res, res
+        assert res["fps"] > 0 and 0 < res["median_ms"] <= res["p90_ms"]
+        assert res["iters"] == 2 and res["batch"] == 1 and "peak_rss_bytes" not in res
+    assert data["size"] == [64, 96] and data["warmup"] == 1 and data["matmul_peak_gflops_fp32"] > 0
+    assert data["int8_gemm_peak_gops"] is None and data["env"]["onnxruntime"]
+    assert "onnx" in r.output and "timed:" in r.output
+
+
+def test_bench_model_rejects_unknown_backend(tmp_path):
+    r = _invoke(["--model", "rep-n", "--backends", "torch,tensorrt", "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 1
+    assert "unknown backend" in r.output and "tensorrt" in r.output
+    assert not (tmp_path / "x.json").exists()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from perception.cli.app import bench_app, console, fail
@@ -15,7 +16,8 @@ def _mb(nbytes: float) -> str:
     return f"{nbytes / 2**20:.1f}"
 
 
-@bench_app.command("model", help="Train vs fused form of a model: latency, frames/s, memory, FLOPs, GFLOP/s.")
+@bench_app.command("model", help="Train vs fused form of a model: latency, frames/s, memory, FLOPs, GFLOP/s; "
+                   "with --backends: the fused model in torch eager / torch.compile / ONNX Runtime fp32 / INT8.")
 def bench_model_command(
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name (see list_models())."),
     batch: int = typer.Option(6, help="Images per forward (cameras x time)."),
@@ -26,13 +28,30 @@ def bench_model_command(
     warmup: int = typer.Option(3, help="Untimed warm-up forwards per form."),
     channels_last: bool = typer.Option(True, help="NHWC memory format (faster with oneDNN and cuDNN)."),
     compare: str = typer.Option("", help="Peers in the same run: builtin:repvgg-a0 (RepVGG-A0 backbone, fused), timm:NAME (needs timm)."),
-    out: Path = typer.Option(None, help="JSON output path (default runs/bench/model-<name>-<device>-<dtype>.json)."),
+    backends: str = typer.Option("", help="Compare backends instead of forms (fused model, CPU): comma-separated "
+                                 "subset of torch,compile,onnx,onnx-int8."),
+    batches: str = typer.Option("", help="With --backends: batch sizes, e.g. 1,6 (default: --batch)."),
+    threads: int = typer.Option(0, help="torch (and ONNX Runtime) threads (default: torch's choice; "
+                                "with --backends: all cores)."),
+    memory: bool = typer.Option(True, help="With --backends: peak RSS of each backend in a fresh process."),
+    out: Path = typer.Option(None, help="JSON output path (default runs/bench/model-<name>-<device>-<dtype>.json, "
+                             "with --backends runs/bench/backends-<name>.json)."),
 ) -> None:
     from perception.deploy.bench import BenchSettings, bench_model, parse_size
     from perception.nn import list_models
 
     if model not in list_models():
         fail(f"unknown model {model!r}; registered: {', '.join(list_models())}")
+    if threads < 0:
+        fail("--threads must be >= 0")
+    if backends:
+        _bench_backends(model, backends, batches or str(batch), size, device, dtype, iters, warmup, threads,
+                        memory, compare, out)
+        return
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if dtype not in ("fp32", "fp16", "bf16"):
         fail(f"--dtype must be fp32, fp16 or bf16, got {dtype!r}")
     if batch < 1 or iters < 1 or warmup < 0:
@@ -66,6 +85,69 @@ def bench_model_command(
     console.print(f"matmul peak measured now: {result['matmul_peak_gflops']:.0f} GFLOP/s ({dtype})   "
                   f"fused/train: frames/s x{ratios['fps_fused_over_train']:.2f}, "
                   f"peak memory x{ratios['memory_fused_over_train']:.2f}")
+    console.print(f"timed: {result['timed']}")
+    console.print(f"saved {out}")
+
+
+def _bench_backends(model: str, backends: str, batches: str, size: str, device: str, dtype: str, iters: int,
+                    warmup: int, threads: int, memory: bool, compare: str, out: Path | None) -> None:
+    """``bench model --backends``: the fused model in each backend (perception.deploy.backend_bench)."""
+    from perception.deploy.backend_bench import BACKENDS, bench_backends
+    from perception.deploy.bench import parse_size
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        fail(f"unknown backend(s) {', '.join(bad) or repr(backends)}; --backends takes a comma-separated subset of "
+             f"{','.join(BACKENDS)}")
+    try:
+        batch_list = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        fail(f"--batches must look like 1,6, got {batches!r}")
+    if not batch_list or min(batch_list) < 1 or iters < 1 or warmup < 0:
+        fail("--batches and --iters must be >= 1 and --warmup >= 0")
+    if device != "cpu" or dtype != "fp32":
+        fail("--backends measures CPU backends in fp32 (and INT8 with onnx-int8); drop --device/--dtype")
+    if compare:
+        fail("--compare works with the train/fused comparison only, not with --backends")
+    if any(b.startswith("onnx") for b in names):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            fail("the onnx backends need onnxruntime (pip install onnxruntime onnx)")
+    try:
+        hw = parse_size(size)
+        with console.status("benchmarking backends") as status:
+            result = bench_backends(model, hw, batch_list, names, iters=iters, warmup=warmup, threads=threads,
+                                    memory=memory, progress=lambda msg: status.update(f"[bold]{model}[/]: {msg}"))
+    except ValueError as exc:
+        fail(str(exc))
+    out = out or Path("runs/bench") / f"backends-{model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+    env = result["env"]
+    table = Table(title=f"{model} fused  3 x {hw[0]} x {hw[1]}  backends")
+    for col in ("backend", "batch", "median ms", "p90 ms", "frames/s", "GFLOP/s", "% of peak", "peak RSS MB"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for key, r in result["results"].items():
+        name, _, b = key.partition("/b")
+        if "error" in r:
+            table.add_row(name, b, f"[red]error: {escape(r['error'])}[/]", *[""] * 5)
+            continue
+        rss = r.get("peak_rss_bytes")
+        table.add_row(name, str(r["batch"]), f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['fps']:.1f}",
+                      f"{r['achieved_gflops']:.0f}",
+                      f"{100 * r['fraction_of_peak']:.0f}%" + (" (int8)" if name == "onnx-int8" else ""),
+                      "-" if rss is None or rss < 0 else _mb(rss))
+    typer.echo("")
+    console.print(table)
+    versions = f"torch {env['torch']}" + "".join(f", {m} {env[m]}" for m in ("onnxruntime", "onnx") if env.get(m))
+    console.print(f"{env['cpu']}, {result['threads']} threads, {versions}, Python {env['python']}, "
+                  f"load {env['load_avg_start']} -> {env['load_avg_end']}", highlight=False)
+    int8 = result["int8_gemm_peak_gops"]
+    console.print(f"peaks measured now: fp32 matmul {result['matmul_peak_gflops_fp32']:.0f} GFLOP/s"
+                  + (f", int8 GEMM {int8:.0f} GOP/s" if int8 is not None else ""), highlight=False)
     console.print(f"timed: {result['timed']}")
     console.print(f"saved {out}")
 
