@@ -310,6 +310,7 @@ def run_deep_compression(model: PerceptionNet, data: ProxyData, fit_cfg: FitConf
         fit(dense, data, FitConfig(**{**asdict(fit_cfg), "steps": cfg.finetune_steps, "lr": fit_cfg.lr * 0.25,
                                       "warmup": 0}), hooks)
     after_finetune = evaluate(dense, data)
+    save_checkpoint(dense, out / "pruned-finetuned.safetensors")  # to try other --bits without pruning again
     books = share_weights(dense, masks, cfg.bits, cfg.kmeans_iters)
     after_sharing = evaluate(dense, data)
     if cfg.quant_finetune_steps:
