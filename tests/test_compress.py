@@ -119,6 +119,22 @@ def test_deep_compression_pipeline(data, trained, tmp_path):
     assert rep["file_bytes"] < rep["dense_fused_safetensors_bytes"] / 4
 
 
+def test_center_tap_codebook_decodes_exactly_and_shares_per_tap_kind(tmp_path):
+    model = reparameterize_model(randomize_bn(tiny()))
+    masks = deep_compression.prune_layers(model, 0.5, 64)
+    books = deep_compression.share_weights(model, masks, 3, center_codebook=True)
+    deep_compression.encode_model(model, tmp_path / "c.pdc", 3, masks, books=books)
+    decoded = deep_compression.load_compressed(tmp_path / "c.pdc")
+    for k, v in model.state_dict().items():
+        assert torch.equal(decoded.state_dict()[k], v), k
+    name = next(n for n, m in masks.items() if m.shape[-2:] == (3, 3))
+    w = dict(decoded.named_parameters())[name].detach()
+    centre, other = w[..., 1, 1], w.clone()
+    other[..., 1, 1] = 0
+    assert len(torch.unique(centre[centre != 0])) <= 8 and len(torch.unique(other[other != 0])) <= 8
+    assert len(books[name][0]) == 16  # two codebooks of 2**3 values
+
+
 def test_global_pruning_hits_the_overall_sparsity_with_uneven_layers():
     model = reparameterize_model(randomize_bn(tiny()))
     masks = deep_compression.prune_layers(model, 0.7, 64, scope="global")

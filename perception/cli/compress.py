@@ -56,6 +56,8 @@ def compress_command(
                                     "or one global threshold"),
     amp: str = typer.Option("none", "--amp", help="bf16: autocast the training forward passes (faster on CPUs "
                             "with native bf16), none: fp32"),
+    center_codebook: bool = typer.Option(False, "--center-codebook", help="deep-compression: a second codebook for "
+                                         "the centre taps of 3x3 kernels (where fused RepVGG kernels are large)"),
     quant_finetune: int = typer.Option(0, "--quant-finetune", help="deep-compression: steps fine-tuning the shared "
                                        "weights (k-means centroids) after weight sharing"),
     # binary
@@ -131,7 +133,8 @@ def compress_command(
                                                            DeepCompressionConfig(sparsity=sparsity, bits=bits,
                                                                                  finetune_steps=finetune,
                                                                                  quant_finetune_steps=quant_finetune,
-                                                                                 scope=prune_scope),
+                                                                                 scope=prune_scope,
+                                                                                 center_codebook=center_codebook),
                                                            out)
             summary = {"storage_ratio_vs_fp32": report["storage_ratio_vs_fp32"], "decoded": report["decoded"],
                        "dense": {k: report["dense_fused"][k] for k in ("proxy_map50", "proxy_abs_rel")}}

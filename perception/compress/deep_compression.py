@@ -50,6 +50,7 @@ class DeepCompressionConfig:
     kmeans_iters: int = 20
     quant_finetune_steps: int = 0  # fine-tune the shared values (centroids) after k-means, as in the paper
     scope: str = "layer"  # pruning thresholds per layer or one global threshold
+    center_codebook: bool = False  # a second codebook for the centre taps of 3x3 kernels
 
 
 # ------------------------------------------------------------------------------------------ pruning
@@ -99,16 +100,37 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 20) -> tuple[torch.Tens
 Codebooks = dict[str, tuple[torch.Tensor, torch.Tensor]]  # parameter name -> (centroids, assignment)
 
 
+def _is_center_tap(shape: torch.Size | list[int], positions: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Which flat positions of a 3x3 kernel ``[O, I, 3, 3]`` are its centre tap."""
+    return (positions % 9 == 4) if tuple(shape[-2:]) == (3, 3) else positions < 0
+
+
 @torch.no_grad()
-def share_weights(model: nn.Module, masks: dict[str, torch.Tensor], bits: int, iters: int = 20) -> Codebooks:
+def share_weights(model: nn.Module, masks: dict[str, torch.Tensor], bits: int, iters: int = 20,
+                  center_codebook: bool = False) -> Codebooks:
     """k-means weight sharing in place: every surviving weight of a masked layer becomes the
-    centroid of its cluster (``2**bits`` per layer). Returns the codebooks."""
+    centroid of its cluster (``2**bits`` per layer). Returns the codebooks.
+
+    ``center_codebook``: 3x3 kernels get a second codebook of ``2**bits`` values for their centre
+    taps. A fused RepVGG kernel carries the identity and 1x1 branches on the centre tap, which is
+    far larger than the others; one codebook would spend its values on that tail. The decoder
+    knows from the position which codebook an index refers to, so this costs no index bits."""
     params = dict(model.named_parameters())
     books: Codebooks = {}
+    k = 2 ** bits
     for name, mask in masks.items():
         p, keep = params[name], mask.flatten()
         w = p.detach().flatten()
-        cents, assign = kmeans_1d(w[keep].double(), 2 ** bits, iters)
+        vals = w[keep].double()
+        center = _is_center_tap(p.shape, torch.nonzero(keep).flatten()) if center_codebook else None
+        if center is not None and center.any() and (~center).any():
+            cents_o, assign_o = kmeans_1d(vals[~center], k, iters)
+            cents_c, assign_c = kmeans_1d(vals[center], k, iters)
+            cents = torch.cat([cents_o, cents_c])  # indices >= k: the centre-tap codebook
+            assign = torch.empty(len(vals), dtype=torch.long)
+            assign[~center], assign[center] = assign_o, assign_c + k
+        else:
+            cents, assign = kmeans_1d(vals, k, iters)
         q = torch.zeros_like(w)
         q[keep] = cents[assign].to(w.dtype)
         p.copy_(q.view_as(p))
@@ -228,7 +250,8 @@ def encode_model(model: PerceptionNet, path: str | Path, bits: int, masks: dict[
         if name in masks:
             cents, assign = books[name]
             pos = np.flatnonzero(masks[name].flatten().numpy())
-            gaps, idx = _sparse_symbols(pos, assign.numpy(), filler)
+            # two codebooks (centre taps): the position says which one, the index is within it
+            gaps, idx = _sparse_symbols(pos, assign.numpy() % filler, filler)
             for arr, freq in ((gaps, gap_freq), (idx, idx_freq)):
                 vals, cnt = np.unique(arr, return_counts=True)
                 for v, c in zip(vals.tolist(), cnt.tolist()):
@@ -249,7 +272,8 @@ def encode_model(model: PerceptionNet, path: str | Path, bits: int, masks: dict[
         else:
             g, i = huffman_encode(gaps, gap_codes), huffman_encode(idx, idx_codes)
             cb = cents.numpy().astype("<f4").tobytes()
-            e.update(entries=len(gaps), codebook_bytes=len(cb), gap_bytes=len(g), index_bytes=len(i))
+            e.update(entries=len(gaps), codebook_bytes=len(cb), gap_bytes=len(g), index_bytes=len(i),
+                     center_codebook=len(cents) > filler)
             payload += [cb, g, i]
             offset += len(cb) + len(g) + len(i)
         entries.append(e)
@@ -291,7 +315,10 @@ def load_compressed(path: str | Path) -> PerceptionNet:
             arr = np.zeros(int(np.prod(shape)), np.float32)
             pos = np.cumsum(gaps + 1) - 1
             real = idx != header["filler"]
-            arr[pos[real]] = cb[idx[real]]
+            pos, idx = pos[real], idx[real]
+            if e.get("center_codebook"):  # centre taps of 3x3 kernels use the second codebook
+                idx = idx + header["filler"] * _is_center_tap(shape, pos)
+            arr[pos] = cb[idx]
         state[e["name"]] = torch.from_numpy(arr.reshape(shape))
     model.load_state_dict(state)
     return model.eval()
@@ -311,7 +338,7 @@ def run_deep_compression(model: PerceptionNet, data: ProxyData, fit_cfg: FitConf
                                       "warmup": 0}), hooks)
     after_finetune = evaluate(dense, data)
     save_checkpoint(dense, out / "pruned-finetuned.safetensors")  # to try other --bits without pruning again
-    books = share_weights(dense, masks, cfg.bits, cfg.kmeans_iters)
+    books = share_weights(dense, masks, cfg.bits, cfg.kmeans_iters, cfg.center_codebook)
     after_sharing = evaluate(dense, data)
     if cfg.quant_finetune_steps:
         def after_step(m: nn.Module, _: int) -> None:
