@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def compress_command(
     method: str = typer.Argument(..., help=f"one of {', '.join(METHODS)}"),
     model: str = typer.Option("rep-n", "--model", help="registered model name (the student for distill)"),
-    init: Optional[Path] = typer.Option(None, "--init", help="train-form checkpoint to start from (else trained here)"),
+    init: Optional[Path] = typer.Option(None, "--init", help="train-form checkpoint to start from (else trained "
+                                        "here); deep-compression also takes a fused one"),
     out: Path = typer.Option(..., "--out", help="output folder (required: runs can take a while)"),
     data: Optional[list[str]] = typer.Option(None, "--data", help="sample folder or synth: spec (default: proxy task)"),
     size: str = typer.Option("64x96", "--size", help="input HxW"),
@@ -110,7 +111,8 @@ def compress_command(
     def trained(name: str, path: Optional[Path], n_steps: int, shrink: bool = True):  # noqa: ANN202
         if path is not None:
             m = load_checkpoint(path)
-            if m.is_reparameterized:
+            # deep compression works on the fused form anyway (e.g. its own pruned-finetuned.safetensors)
+            if m.is_reparameterized and method != "deep-compression":
                 fail(f"{path}: need a train-form checkpoint")
             return m
         console.print(f"training {name} for {n_steps} steps on {ds.description}")
