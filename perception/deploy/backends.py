@@ -87,6 +87,11 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
     so.intra_op_num_threads = threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # Idle worker threads sleep instead of spin-waiting (ONNX Runtime's default is to spin), for
+    # the reason torch gets OMP_WAIT_POLICY=PASSIVE: on a small CPU spinning threads steal the
+    # cores that decoding, rendering or another session need. PERCEPTION_ORT_SPIN=1 restores it.
+    if os.environ.get("PERCEPTION_ORT_SPIN", "0") != "1":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=ort_providers(device, tensorrt_ep))
 
 
