@@ -4,15 +4,8 @@ and the INT8-vs-fp32 output-fidelity study of RepVGG vs QARepVGG.
     python benchmarks/backends.py speed --model qarep-s --batches 1,6 --size 256x448
     python benchmarks/backends.py fidelity --models rep-s,qarep-s --size 256x448
 
-speed: model forward only (input batch already in memory as float RGB [0,1] NCHW + K; no
-decode/NMS), the fused model in every backend; warm-up excluded; timing rounds of the
-backends interleaved so that load from other processes hits all alike; median and p90 of
-per-call wall time; frames/s = batch / median; peak memory = peak RSS of a fresh process that
-builds the backend and runs 3 calls, minus that process's RSS after imports; GFLOP/frame from
-torch's FLOP counter of the fused model (a multiply-add = 2) and achieved GFLOP/s against the
-fp32 matmul peak (torch) and the u8s8 int8 GEMM peak (ONNX Runtime MatMulInteger) measured
-in the same run. Untrained weights (BN statistics calibrated on the input): speed does not
-depend on the values. The code lives in perception/deploy/backend_bench.py (also run by
+speed: the fused model in every backend, timed as documented in
+perception/deploy/backend_bench.py, where the code lives (also run by
 `perception bench model --backends torch,compile,onnx,onnx-int8 --batches 1,6`).
 """
 

@@ -65,9 +65,7 @@ def bench_model_command(
                                  progress=lambda msg: status.update(f"[bold]{model}[/]: {msg}"))
     except ValueError as exc:
         fail(str(exc))
-    out = out or Path("runs/bench") / f"model-{model}-{device}-{dtype}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    _save(result, out or Path("runs/bench") / f"model-{model}-{device}-{dtype}.json")
 
     env = result["env"]
     table = Table(title=f"{model}  batch {batch} x 3 x {h} x {w}  {dtype}  {env['device']} ({env['cpu']}, "
@@ -122,9 +120,7 @@ def _bench_backends(model: str, backends: str, batches: str, size: str, device: 
                                     memory=memory, progress=lambda msg: status.update(f"[bold]{model}[/]: {msg}"))
     except ValueError as exc:
         fail(str(exc))
-    out = out or Path("runs/bench") / f"backends-{model}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    _save(result, out or Path("runs/bench") / f"backends-{model}.json")
 
     env = result["env"]
     table = Table(title=f"{model} fused  3 x {hw[0]} x {hw[1]}  backends")
@@ -181,8 +177,7 @@ def bench_pipeline(
                                precision=precision)
     except (SourceError, CalibrationError, ValueError) as exc:
         fail(str(exc))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    _save(result, out)
     env = result["env"]
     table = Table(title=f"pipeline end to end  {env['device']} ({env['cpu']}, {env['cores']} cores)  "
                         f"torch {env['torch']}  {env['date']}")
@@ -200,3 +195,8 @@ def bench_pipeline(
     console.print(table, width=max(console.width, 180))
     console.print(f"timed: {result['timed']}")
     console.print(f"saved {out}")
+
+
+def _save(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
