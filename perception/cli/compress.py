@@ -122,7 +122,8 @@ def compress_command(
     with _fit_progress():  # one progress bar per training run of the method
         if method == "lottery":
             report = lottery.run_lottery(make(model), ds, fcfg, lottery.LotteryConfig(
-                rate=rate, min_density=min_density, rounds=rounds, rewind_step=rewind, random_control=not no_control), out)
+                rate=rate, min_density=min_density, rounds=rounds, rewind_step=rewind,
+                random_control=not no_control), out)
             summary = {"dense": report["dense"], "matching_density": report["matching_density"]}
         elif method == "morphnet":
             dense = trained(model, init, steps) if init else None
@@ -171,8 +172,9 @@ def _fit_progress() -> Iterator[None]:
     from perception.compress.common import report_progress
 
     task: list = []
-    with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as prog:
+    with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console) as prog:
         def update(step: int, steps: int, loss: float) -> None:
             if step == 1 or not task:
                 task[:] = [prog.add_task("fit", total=steps, loss="-")]

@@ -22,8 +22,8 @@ def _parse_size(size: str) -> tuple[int, int]:
 
 @app.command("eval", help="Evaluate a model on synth / KITTI / nuScenes / video: metrics.json, report.md, plots.")
 def eval_command(
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights), checkpoint path, or an exported "
-                                      ".onnx file (fp32 or INT8; runs on ONNX Runtime)."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights), checkpoint path, "
+                              "Deep Compression .pdc file, or an exported .onnx file (fp32 or INT8; ONNX Runtime)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="synth, kitti, nuscenes or video."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, report.md, plots)."),
     data: Path = typer.Option(None, "--data", help="Dataset folder (kitti, nuscenes) or video/image path (video)."),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ from perception.nn.postprocess import Detections, decode_detections, make_anchor
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor", "TorchPredictor",
-           "RawOutputPredictor", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset", "Evaluation", "evaluate",
+           "RawOutputPredictor", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
+           "Evaluation", "evaluate",
            "preprocess", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS"]
 
 DATASETS = ("synth", "kitti", "nuscenes", "video")
@@ -193,7 +195,8 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
 
 def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module, str]:
     """A registered name (shipped weights; ``random_weights`` allows an untrained model), a
-    checkpoint path or a Deep Compression ``.pdc`` file -> (model, description). Raises :class:`EvalError` with a clear reason."""
+    checkpoint path or a Deep Compression ``.pdc`` file -> (model, description). Raises
+    :class:`EvalError` with a clear reason."""
     from perception.nn import create_model, list_models, load_checkpoint
 
     path = Path(spec)
@@ -235,8 +238,6 @@ def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "
     if not path.is_file():
         raise EvalError(f"{path}: ONNX file not found")
     try:
-        import json as _json
-
         from perception.deploy.backends import OnnxRuntimeBackend
         from perception.deploy.export import read_metadata
     except ImportError as exc:
@@ -250,7 +251,7 @@ def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "
         raise EvalError(f"{path} was exported for {meta['perception.size']} but --size is {size[0]}x{size[1]}: "
                         f"pass --size {meta['perception.size']}")
     backend = OnnxRuntimeBackend(path=path, device=device, threads=threads)
-    return RawOutputPredictor(backend.infer, _json.loads(meta["perception.classes"]), float(meta["perception.f_ref"]),
+    return RawOutputPredictor(backend.infer, json.loads(meta["perception.classes"]), float(meta["perception.f_ref"]),
                               name=backend.name, **kwargs)
 
 
