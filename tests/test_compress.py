@@ -200,6 +200,15 @@ def test_binary_reduces_bits_and_ops(data, trained, tmp_path, mode):
     conv = next(m for m in model.modules() if isinstance(m, binarize.BinaryConv2d))
     w = conv.binary_weight()
     assert all(len(torch.unique(row.abs())) == 1 for row in w.flatten(1))  # +-alpha per output channel
+    # `perception eval --model model.safetensors` recognises the binary file and decodes it
+    from perception.eval.runner import load_model
+
+    loaded, _ = load_model(str(tmp_path / "model.safetensors"))
+    n_binary = sum(isinstance(m, binarize.BinaryConv2d) for m in model.modules())
+    assert n_binary > 0 and sum(isinstance(m, binarize.BinaryConv2d) for m in loaded.modules()) == n_binary
+    x = data.val["images"][:1]
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)["det"], model(x)["det"], atol=1e-5)
 
 
 def test_sign_ste_gradients():

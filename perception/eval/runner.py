@@ -195,7 +195,8 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
 
 def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module, str]:
     """A registered name (shipped weights; ``random_weights`` allows an untrained model), a
-    checkpoint path or a Deep Compression ``.pdc`` file -> (model, description). Raises
+    checkpoint path, a Deep Compression ``.pdc`` file or a binary-network file of ``perception
+    compress binary`` -> (model, description). Raises
     :class:`EvalError` with a clear reason."""
     from perception.nn import create_model, list_models, load_checkpoint
 
@@ -222,10 +223,27 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
         if not path.is_file():
             raise EvalError(f"{path}: checkpoint not found")
         try:
+            if _is_binary_file(path):  # perception compress binary: packed sign bits + scales
+                from perception.compress.binarize import load_binary
+
+                return load_binary(path), str(path)
             return load_checkpoint(path), str(path)
         except (ValueError, OSError) as exc:
             raise EvalError(str(exc)) from None
     raise EvalError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) nor a checkpoint file")
+
+
+def _is_binary_file(path: Path) -> bool:
+    """True for the safetensors files written by ``perception compress binary``."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == "perception-binary"
+    except Exception:  # noqa: BLE001 - not readable as safetensors: load_checkpoint says why
+        return False
 
 
 def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "cpu", threads: int | None = None,
