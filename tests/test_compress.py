@@ -177,6 +177,22 @@ def test_morphnet_shrinks_flops_and_expands_back(data, trained, tmp_path):
         assert (f(x)["det"] - shrunk(x)["det"]).abs().max() < 1e-4
 
 
+def test_morphnet_from_dense_without_expand(data, trained, tmp_path):
+    """The real-scale recipe: regularise the trained model itself, shrink, fine-tune, no expansion."""
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    cfg = morphnet.MorphNetConfig(shrink_flops=0.6, search_iters=4, from_dense=True, expand=False)
+    fit_cfg = FitConfig(**{**FIT.__dict__, "steps": 2})
+    rep = morphnet.run_morphnet(lambda s: pytest.fail("must not build a fresh model"), data, fit_cfg, cfg, tmp_path,
+                                dense=trained)
+    assert rep["expanded"] is None and rep["shrunk"]["flops"] <= 0.65 * rep["dense"]["flops"]
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())  # the dense model is untouched
+    # `perception eval --model shrunk.safetensors` loads the channel-pruned network
+    from perception.eval.runner import load_model
+
+    loaded, _ = load_model(str(tmp_path / "shrunk.safetensors"))
+    assert common.model_flops(reparameterize_model(loaded), data.size) == rep["shrunk"]["flops"]
+
+
 def test_group_lasso_couples_all_branches_of_a_rep_block():
     model = tiny()
     lasso = morphnet.GroupLasso(model, (64, 96), 1.0)
@@ -289,6 +305,8 @@ def test_cli_compress_rejects_bad_input(tmp_path):
     assert r.exit_code != 0 and "unknown method" in r.output
     r = runner.invoke(app, ["compress", "binary", "--mode", "ternary", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "bwn or xnor" in r.output
+    r = runner.invoke(app, ["compress", "morphnet", "--from-init", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "--from-init needs --init" in r.output
 
 
 def test_cli_compress_binary_smoke(tmp_path):

@@ -49,6 +49,10 @@ def compress_command(
     # morphnet
     strength: float = typer.Option(1e-3, "--strength", help="morphnet: regulariser strength"),
     shrink_flops: float = typer.Option(0.5, "--shrink-flops", help="morphnet: FLOP fraction after shrinking"),
+    from_init: bool = typer.Option(False, "--from-init", help="morphnet: start the regularised training from the "
+                                   "--init weights instead of from scratch"),
+    no_expand: bool = typer.Option(False, "--no-expand", help="morphnet: stop after shrink + fine-tune (the "
+                                   "expanded network is a training from scratch)"),
     # deep compression
     sparsity: float = typer.Option(0.9, "--sparsity", help="deep-compression: pruned fraction per layer"),
     bits: int = typer.Option(4, "--bits", help="deep-compression: index bits (2**bits shared weights per layer)"),
@@ -88,6 +92,8 @@ def compress_command(
         fail(f"{init}: checkpoint not found")
     if mode not in ("bwn", "xnor"):
         fail(f"--mode must be bwn or xnor, got {mode!r}")
+    if from_init and init is None:
+        fail("--from-init needs --init CKPT (a trained train-form checkpoint)")
     if amp not in ("none", "bf16"):
         fail(f"--amp must be none or bf16, got {amp!r}")
     if prune_scope not in ("layer", "global"):
@@ -128,9 +134,10 @@ def compress_command(
         elif method == "morphnet":
             dense = trained(model, init, steps) if init else None
             report = morphnet.run_morphnet(make(model), ds, fcfg, morphnet.MorphNetConfig(
-                strength=strength, shrink_flops=shrink_flops), out, dense=dense)
+                strength=strength, shrink_flops=shrink_flops, from_dense=from_init, expand=not no_expand), out,
+                dense=dense)
             summary = {k: {m: report[k][m] for m in ("proxy_map50", "flops", "cpu_latency_ms")}
-                       for k in ("dense", "shrunk", "expanded")}
+                       for k in ("dense", "shrunk", "expanded") if report[k] is not None}
         elif method == "deep-compression":
             report = deep_compression.run_deep_compression(trained(model, init, steps), ds, fcfg, deep_compression.
                                                            DeepCompressionConfig(sparsity=sparsity, bits=bits,

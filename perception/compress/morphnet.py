@@ -47,6 +47,11 @@ class MorphNetConfig:
     min_channels: int = 2  # every group keeps at least this many channels
     expand_base: float = 2.0  # width multiplier of the copy the expanded model is cut from
     search_iters: int = 8  # bisection steps of the shrink threshold and of the expand factor
+    # start the regularised training from the trained dense model instead of from scratch (what
+    # one does at real scale, where each training from scratch costs hours)
+    from_dense: bool = False
+    # the expanded network is trained from scratch (a full training): skip it with False
+    expand: bool = True
 
 
 def _output_ignored(model: PerceptionNet) -> list[nn.Module]:
@@ -297,7 +302,9 @@ def run_morphnet(make_model: Callable[[int], PerceptionNet], data: ProxyData, fi
     dense_row = {**evaluate(dense, data), **describe(fused(dense), size)}
     budget = dense_row["flops"]
     # 1. train with the FLOP-weighted group lasso
-    model = make_model(fit_cfg.seed)
+    model = copy.deepcopy(dense) if cfg.from_dense else make_model(fit_cfg.seed)
+    if model.is_reparameterized:
+        raise ValueError("MorphNet needs a train-form model (the branches' BN scales are what it regularises)")
     lasso = GroupLasso(model, size, cfg.strength)
     fit(model, data, fit_cfg, Hooks(extra_loss=lasso))
     regularised = evaluate(model, data)
@@ -306,7 +313,14 @@ def run_morphnet(make_model: Callable[[int], PerceptionNet], data: ProxyData, fi
     shrunk_pruned = evaluate(small, data)
     fit(small, data, fit_cfg)
     shrunk_row = {**evaluate(small, data), **describe(fused(small), size), "before_finetune": shrunk_pruned}
-    save_pruned(small, out / "shrunk.safetensors")
+    shrunk_path = save_pruned(small, out / "shrunk.safetensors")
+    report = {"config": asdict(cfg), "fit": asdict(fit_cfg), "data": data.description, "dense": dense_row,
+              "regularised_before_shrink": regularised, "shrunk": shrunk_row, "group_channels_shrunk": counts}
+    if not cfg.expand:
+        report.update(expanded=None, file=str(shrunk_path), file_bytes=shrunk_path.stat().st_size,
+                      note="expansion skipped (--no-expand): it is a training from scratch")
+        write_report(out, "morphnet", report)
+        return report
     # 3. expand uniformly to the FLOP budget and retrain from scratch
     big, factor = expand(model.cfg, counts, budget, size, cfg, fit_cfg.seed)
     fit(big, data, fit_cfg)
@@ -317,9 +331,7 @@ def run_morphnet(make_model: Callable[[int], PerceptionNet], data: ProxyData, fi
     with torch.no_grad():
         x = data.val["images"][:1]
         reload_diff = float((check(x)["det"] - big(x)["det"]).abs().max())
-    report = {"config": asdict(cfg), "fit": asdict(fit_cfg), "data": data.description, "dense": dense_row,
-              "regularised_before_shrink": regularised, "shrunk": shrunk_row, "expanded": expanded_row,
-              "group_channels_shrunk": counts, "reload_max_abs_diff": reload_diff, "file": str(path),
-              "file_bytes": path.stat().st_size}
+    report.update(expanded=expanded_row, reload_max_abs_diff=reload_diff, file=str(path),
+                  file_bytes=path.stat().st_size)
     write_report(out, "morphnet", report)
     return report

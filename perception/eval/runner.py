@@ -195,8 +195,8 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
 
 def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module, str]:
     """A registered name (shipped weights; ``random_weights`` allows an untrained model), a
-    checkpoint path, a Deep Compression ``.pdc`` file or a binary-network file of ``perception
-    compress binary`` -> (model, description). Raises
+    checkpoint path, a Deep Compression ``.pdc`` file or the binary / channel-pruned files of
+    ``perception compress binary|morphnet`` -> (model, description). Raises
     :class:`EvalError` with a clear reason."""
     from perception.nn import create_model, list_models, load_checkpoint
 
@@ -223,27 +223,33 @@ def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module
         if not path.is_file():
             raise EvalError(f"{path}: checkpoint not found")
         try:
-            if _is_binary_file(path):  # perception compress binary: packed sign bits + scales
+            kind = _safetensors_format(path)
+            if kind == "perception-binary":  # perception compress binary: packed sign bits + scales
                 from perception.compress.binarize import load_binary
 
                 return load_binary(path), str(path)
+            if kind == "perception-pruned":  # perception compress morphnet: channels removed
+                from perception.compress.morphnet import load_pruned
+
+                return load_pruned(path), str(path)
             return load_checkpoint(path), str(path)
         except (ValueError, OSError) as exc:
             raise EvalError(str(exc)) from None
     raise EvalError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) nor a checkpoint file")
 
 
-def _is_binary_file(path: Path) -> bool:
-    """True for the safetensors files written by ``perception compress binary``."""
+def _safetensors_format(path: Path) -> str | None:
+    """The ``format`` metadata of a safetensors file (``perception-binary``, ``perception-pruned``
+    for the files of ``perception compress``), None for plain checkpoints and other files."""
     if path.suffix != ".safetensors":
-        return False
+        return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == "perception-binary"
+            return (f.metadata() or {}).get("format")
     except Exception:  # noqa: BLE001 - not readable as safetensors: load_checkpoint says why
-        return False
+        return None
 
 
 def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "cpu", threads: int | None = None,
