@@ -99,6 +99,7 @@ def test_bench_model_backends_writes_json(tmp_path):
         assert res["iters"] == 2 and res["batch"] == 1 and "peak_rss_bytes" not in res
     assert data["size"] == [64, 96] and data["warmup"] == 1 and data["matmul_peak_gflops_fp32"] > 0
     assert data["int8_gemm_peak_gops"] is None and data["env"]["onnxruntime"]
+    assert data["weights"] == "shipped"  # models/rep-n/ exists: the bench runs the shipped network
     assert "onnx" in r.output and "timed:" in r.output
 
 

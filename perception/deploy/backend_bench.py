@@ -8,8 +8,9 @@ per-call wall time; frames/s = batch / median; peak memory = peak RSS of a fresh
 builds the backend and runs 3 calls, minus that process's RSS after imports; GFLOP/frame from
 torch's FLOP counter of the fused model (a multiply-add = 2) and achieved GFLOP/s against the
 fp32 matmul peak (torch) and the u8s8 int8 GEMM peak (ONNX Runtime MatMulInteger) measured
-in the same run. Untrained weights (BN statistics calibrated on the input): speed does not
-depend on the values.
+in the same run. Weights: the shipped ones where ``models/<name>/`` has them, else untrained
+weights with BN statistics calibrated on the input (speed of dense convs does not depend on the
+values; the result's ``weights`` says which).
 
 The ONNX files (fp32 with a dynamic batch and raw outputs; INT8 as Q/DQ with uint8 activations
 and per-channel int8 weights) are exported only when an ONNX backend is asked for, and the int8
@@ -63,8 +64,16 @@ def _model(name: str, size: tuple[int, int]) -> torch.nn.Module:
     from perception.deploy.quantize import calibrate_bn_statistics
     from perception.nn import create_model
 
+    if _weights(name) == "shipped":
+        return create_model(name, pretrained=True)
     torch.manual_seed(0)
     return calibrate_bn_statistics(create_model(name), [_feeds(2, size, seed=1)])
+
+
+def _weights(name: str) -> str:
+    from perception.nn.registry import MODELS_DIR
+
+    return "shipped" if (MODELS_DIR / name / f"{name}.safetensors").is_file() else "untrained (BN calibrated)"
 
 
 def _files(name: str, workdir: Path) -> dict[str, Path]:
@@ -245,7 +254,7 @@ def bench_backends(model: str, size: tuple[int, int], batches: list[int], backen
                     say(f"{b} b{batch}: peak memory (fresh process)")
                     r["peak_rss_bytes"] = memory_probe(b, model, size, batch, workdir, threads)
                 results[f"{b}/b{batch}"] = r
-        return {"model": model, "size": list(size), "threads": threads, "iters": iters,
+        return {"model": model, "weights": _weights(model), "size": list(size), "threads": threads, "iters": iters,
                 "warmup": warmup, "rounds": rounds or iters, "timed": TIMED,
                 "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
                 "env": {**environment(torch.device("cpu")), **_versions(),
