@@ -4,6 +4,7 @@ claims to reduce (nonzeros, FLOPs, bits, file size); file formats round-trip exa
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -191,6 +192,22 @@ def test_morphnet_from_dense_without_expand(data, trained, tmp_path):
 
     loaded, _ = load_model(str(tmp_path / "shrunk.safetensors"))
     assert common.model_flops(reparameterize_model(loaded), data.size) == rep["shrunk"]["flops"]
+
+
+def test_shrink_scores_do_not_favour_groups_with_many_bns():
+    """With every BN gamma equal, every channel scores the same whatever its group's size (raw group
+    norms grow with the number of coupled BNs and emptied the small groups of rep-s first)."""
+    model = tiny()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.fill_(0.7)
+    lasso = morphnet.GroupLasso(model, (64, 96), 1.0)
+    assert len({len(members) for members, _ in lasso.terms}) > 1  # groups of different sizes exist
+    scores = torch.cat(lasso.scores(model))
+    assert torch.allclose(scores, torch.full_like(scores, 0.7))
+    small, counts = morphnet.shrink(model, lasso, (64, 96), morphnet.MorphNetConfig(shrink_flops=0.5, search_iters=4))
+    _, groups = morphnet.build_groups(tiny(), (64, 96))
+    assert all(k >= max(2, math.ceil(0.1 * len(g[0][1]))) for k, g in zip(counts, groups))
 
 
 def test_group_lasso_couples_all_branches_of_a_rep_block():

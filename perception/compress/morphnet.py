@@ -8,7 +8,8 @@
   only when every branch agrees.
 * **FLOP weighting.** Each group's term is weighted by the FLOPs one of its channels costs
   (as output of its convs plus as input of the convs that read it), normalised to mean 1.
-* **Shrink.** Channels with the smallest group norm are removed with DepGraph (a real,
+* **Shrink.** Channels with the smallest group norm (divided by the square root of the group's
+  BN count, so groups coupled through many residual adds are not favoured) are removed with DepGraph (a real,
   smaller dense network; RepVGG blocks' ``cin``/``cout`` are re-synchronised so the result
   still reparameterizes), the threshold chosen by bisection to reach ``shrink_flops`` of the
   original FLOPs.
@@ -23,6 +24,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +47,7 @@ class MorphNetConfig:
     strength: float = 1e-3  # lambda of the FLOP-weighted group-L1 term
     shrink_flops: float = 0.5  # shrink to this fraction of the original FLOPs
     min_channels: int = 2  # every group keeps at least this many channels
+    min_keep_fraction: float = 0.1  # ... and at least this fraction of its channels
     expand_base: float = 2.0  # width multiplier of the copy the expanded model is cut from
     search_iters: int = 8  # bisection steps of the shrink threshold and of the expand factor
     # start the regularised training from the trained dense model instead of from scratch (what
@@ -141,6 +144,13 @@ class GroupLasso:
             out.append(sq.clamp(min=1e-12).sqrt())
         return out
 
+    def scores(self, model: nn.Module) -> list[torch.Tensor]:
+        """Per-channel scores that are comparable across groups: the group norm divided by the
+        square root of the group's BN count (an RMS gamma). A group coupled through residual adds
+        holds many BNs and so a larger norm; ranking raw norms across groups would empty every
+        group with few BNs first, whatever its channels' importance."""
+        return [n.detach() / len(members) ** 0.5 for n, (members, _) in zip(self.norms(model), self.terms)]
+
     def __call__(self, model: nn.Module, outputs: Any = None, batch: Any = None) -> torch.Tensor:
         norms = self.norms(model)
         return self.strength * sum(w * n.sum() for n, (_, w) in zip(norms, self.terms))
@@ -182,8 +192,7 @@ def shrink(model: PerceptionNet, lasso: GroupLasso, size: tuple[int, int], cfg: 
            ) -> tuple[PerceptionNet, list[int]]:
     """Remove the lowest-norm channels until FLOPs <= ``shrink_flops`` x original (bisection)."""
     base_flops = model_flops(model, size)
-    norms = [n.detach() for n in lasso.norms(model)]
-    # normalise per group by the group's FLOP weight: cheap channels need a smaller norm to survive
+    norms = lasso.scores(model)
     flat = torch.cat(norms)
     lo, hi = 0.0, float(flat.max()) + 1e-6
     best: tuple[PerceptionNet, list[int]] | None = None
@@ -198,7 +207,8 @@ def shrink(model: PerceptionNet, lasso: GroupLasso, size: tuple[int, int], cfg: 
             nj = norms[lookup[j]]
             order = torch.argsort(nj, descending=True).tolist()
             alive = [i for i in order if nj[i] >= tau]
-            return sorted(alive if len(alive) >= cfg.min_channels else order[:cfg.min_channels])
+            floor = max(cfg.min_channels, math.ceil(cfg.min_keep_fraction * len(order)))
+            return sorted(alive if len(alive) >= floor else order[:floor])
         kept = prune_to_counts(m, size, keep)
         return m, kept, model_flops(m, size) / base_flops
 
