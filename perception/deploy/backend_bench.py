@@ -71,9 +71,13 @@ def _model(name: str, size: tuple[int, int]) -> torch.nn.Module:
 
 
 def _weights(name: str) -> str:
-    from perception.nn.registry import MODELS_DIR
+    from perception.nn.checkpoint import shipped_checkpoint
 
-    return "shipped" if (MODELS_DIR / name / f"{name}.safetensors").is_file() else "untrained (BN calibrated)"
+    try:
+        shipped_checkpoint(name)
+        return "shipped"
+    except FileNotFoundError:
+        return "untrained (BN calibrated)"
 
 
 def _files(name: str, workdir: Path) -> dict[str, Path]:
