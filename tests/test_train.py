@@ -134,6 +134,8 @@ def test_resume_is_exact(tmp_path):
     straight = train(_cfg(tmp_path / "a", data))
     cfg = _cfg(tmp_path / "b", data)
     train(cfg, stop_after=4)  # crosses an epoch boundary: 8 images / batch 4 = 2 steps per epoch
+    with open(tmp_path / "b" / "run" / "log.csv", "a") as f:  # a row logged after the checkpoint, then killed
+        f.write("5,2,0.1,1.0\n")
     resumed = train(cfg, resume=True)
     s1 = torch.load(straight / "last.ckpt", weights_only=False)
     s2 = torch.load(resumed / "last.ckpt", weights_only=False)
@@ -145,6 +147,7 @@ def test_resume_is_exact(tmp_path):
     assert not load_checkpoint(resumed / "rep-n.safetensors").is_reparameterized
     lines = (resumed / "log.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 6  # header + one row per step, across the resume
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_training_reduces_the_loss(tmp_path):

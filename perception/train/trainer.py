@@ -139,6 +139,27 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def _trim_log(path: Path, last_step: int) -> None:
+    """Keep only the log rows up to ``last_step`` (the checkpoint being resumed; 0 = a fresh start).
+
+    A run killed between two checkpoints has logged steps that the resumed run trains and logs
+    again; without this they would appear twice in ``log.csv``.
+    """
+    if not path.is_file():
+        return
+    if last_step == 0:
+        path.unlink()
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:]
+                        if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= last_step]
+    if len(kept) < len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+        log.info("%s: dropped %d rows logged after step %d (the checkpoint)", path, len(lines) - len(kept), last_step)
+
+
 def _distill_wrapper(settings: DistillSettings, device: torch.device
                      ) -> Callable[[PerceptionLoss, PerceptionNet], Any]:
     """The config's ``distill:`` teacher, fused (same outputs, faster) and frozen, as a loss wrapper."""
@@ -283,6 +304,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         log.info("checkpoint at step %d -> %s", step, out)
 
     csv_path = out / "log.csv"
+    if rank == 0:
+        _trim_log(csv_path, step)
     csv_file = open(csv_path, "a", newline="") if rank == 0 else None
     writer: csv.writer | None = csv.writer(csv_file) if csv_file else None
     columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset", "depth",
