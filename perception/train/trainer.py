@@ -151,8 +151,8 @@ def _trim_log(path: Path, last_step: int) -> None:
         path.unlink()
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:]
-                        if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= last_step]
+    steps = [line.split(",", 1)[0] for line in lines[1:]]
+    kept = lines[:1] + [line for line, s in zip(lines[1:], steps) if s.isdigit() and int(s) <= last_step]
     if len(kept) < len(lines):
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(kept))
