@@ -417,9 +417,10 @@ def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
     out = tmp_path / "ev"
     r = CliRunner().invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "video", "--data",
                                  str(video), "--frames", "3", "--size", "128x224", "--teacher", str(teacher),
-                                 "--qualitative", "0", "--out", str(out)])
+                                 "--agree-score", "0.4", "--qualitative", "0", "--out", str(out)])
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     ta = m["teacher_agreement"]
     assert ta["images"] == 3 and ta["images_with_reference_car"] >= 1  # the teacher sees cars in this clip
+    assert ta["rule"]["score"] == 0.4  # --agree-score reaches the counter
     assert "Agreement with the reference detector" in (out / "report.md").read_text()

@@ -41,6 +41,9 @@ def eval_command(
     teacher: Path = typer.Option(None, "--teacher",
                                  help="Reference COCO detector (YOLOX ONNX, e.g. $SHARED_DATA/weights/yolox_nano.onnx):"
                                       " report how often our model finds the cars it finds (for unlabelled video)."),
+    agree_score: float = typer.Option(0.3, "--agree-score",
+                                      help="With --teacher: our car boxes count as finding a teacher car at score"
+                                           " >= this."),
     qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -61,8 +64,11 @@ def eval_command(
         fail(f"--backend must be torch, torch-train or onnx, got {backend!r}")
     if qualitative < 0:
         fail("--qualitative must be >= 0")
+    if not score_thresh <= agree_score < 1.0:
+        fail(f"--agree-score must be in [--score-thresh, 1), got {agree_score}")
     opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
-                       rig=rig, calib=calib, qualitative=qualitative, teacher=teacher)
+                       rig=rig, calib=calib, qualitative=qualitative, teacher=teacher,
+                       agree_score=agree_score)
     t0 = time.perf_counter()
     try:
         if model.endswith(".onnx"):
