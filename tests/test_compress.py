@@ -80,6 +80,20 @@ def test_lottery_prunes_20_percent_per_round_and_keeps_masks(data, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["method"] == "lottery"
 
 
+def test_lottery_resume_continues_to_the_same_figures(data, tmp_path):
+    fcfg = FitConfig(steps=2, batch=4, warmup=1)
+    straight = lottery.run_lottery(tiny, data, fcfg, lottery.LotteryConfig(rounds=2), tmp_path / "a")
+    lottery.run_lottery(tiny, data, fcfg, lottery.LotteryConfig(rounds=1), tmp_path / "b")  # "interrupted"
+    partial = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [r["round"] for r in partial["rounds"]] == [0, 1]
+    resumed = lottery.run_lottery(tiny, data, fcfg, lottery.LotteryConfig(rounds=2), tmp_path / "b", resume=True)
+    assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
+    assert resumed["rounds"] == straight["rounds"]  # seeded trainings: resuming changes nothing
+    with pytest.raises(ValueError, match="other settings"):
+        lottery.run_lottery(tiny, data, FitConfig(steps=3, batch=4, warmup=1), lottery.LotteryConfig(rounds=2),
+                            tmp_path / "b", resume=True)
+
+
 def test_huffman_round_trip():
     rng = np.random.default_rng(0)
     sym = rng.geometric(0.3, 500) - 1

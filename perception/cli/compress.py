@@ -46,6 +46,8 @@ def compress_command(
     rounds: Optional[int] = typer.Option(None, "--rounds", help="lottery: number of rounds (overrides --min-density)"),
     rewind: int = typer.Option(0, "--rewind", help="lottery: rewind to the weights after this many steps"),
     no_control: bool = typer.Option(False, "--no-control", help="lottery: skip the random-reinit control"),
+    resume: bool = typer.Option(False, "--resume", help="lottery: continue the run saved in --out "
+                                "(lottery-state.pt, written after every round); more --rounds extend it"),
     # morphnet
     strength: float = typer.Option(1e-3, "--strength", help="morphnet: regulariser strength"),
     shrink_flops: float = typer.Option(0.5, "--shrink-flops", help="morphnet: FLOP fraction after shrinking"),
@@ -90,6 +92,8 @@ def compress_command(
         fail(f"unknown model {model!r}; registered: {', '.join(list_models())}")
     if init is not None and not init.is_file():
         fail(f"{init}: checkpoint not found")
+    if resume and method != "lottery":
+        fail("--resume is only for lottery (the other methods finish in one training)")
     if mode not in ("bwn", "xnor"):
         fail(f"--mode must be bwn or xnor, got {mode!r}")
     if from_init and init is None:
@@ -129,7 +133,7 @@ def compress_command(
         if method == "lottery":
             report = lottery.run_lottery(make(model), ds, fcfg, lottery.LotteryConfig(
                 rate=rate, min_density=min_density, rounds=rounds, rewind_step=rewind,
-                random_control=not no_control), out)
+                random_control=not no_control), out, resume=resume)
             summary = {"dense": report["dense"], "matching_density": report["matching_density"]}
         elif method == "morphnet":
             dense = trained(model, init, steps) if init else None

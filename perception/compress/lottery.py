@@ -90,26 +90,67 @@ def full_masks(model: nn.Module) -> Masks:
     return {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable(model).items()}
 
 
+STATE_FILE = "lottery-state.pt"
+
+
+def _save_state(out: Path, state: dict[str, Any]) -> None:
+    """Everything needed to continue after the last finished round (written atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / STATE_FILE)
+
+
+def _load_state(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["settings"] != settings:
+        raise ValueError(f"{path} was written with other settings ({state['settings']}); use another --out "
+                         "or delete it to start over")
+    log.info("resuming the lottery run in %s after round %d", out, state["rounds"][-1]["round"])
+    return state
+
+
 def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit_cfg: FitConfig,
-                cfg: LotteryConfig, out: Path) -> dict[str, Any]:
+                cfg: LotteryConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Full experiment; writes ``out/ticket.safetensors`` (the sparsest matching ticket, train
-    form, zeros in place) and ``out/report.json``. ``make_model(seed)`` builds a fresh model."""
-    model = make_model(fit_cfg.seed)
+    form, zeros in place) and ``out/report.json``. ``make_model(seed)`` builds a fresh model.
+
+    After the dense training and after every round the state is saved to ``out/lottery-state.pt``
+    (and the rounds so far to ``report.json``), so an interrupted run loses at most one round:
+    ``resume=True`` continues from it. Every training is seeded, so a resumed run gives the same
+    figures as an uninterrupted one."""
+    # the number of rounds may grow on resume (continue a finished run to a lower density)
+    settings = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("rounds", "min_density")},
+                "fit": asdict(fit_cfg), "data": data.description}
+    state = _load_state(out, settings) if resume else None
     k = cfg.rewind_step
-    if k > 0:
-        fit(model, data, FitConfig(**{**asdict(fit_cfg), "steps": k}))
-        # the schedule continues from step k: approximate by training the remaining steps below
-    theta_k = copy.deepcopy(model.state_dict())
     rest = FitConfig(**{**asdict(fit_cfg), "steps": max(1, fit_cfg.steps - k)})
-    dense = fit(model, data, rest)
-    dense_metrics = evaluate(dense, data)
-    log.info("dense: %s", dense_metrics)
-    masks = full_masks(dense)
-    rounds: list[dict[str, Any]] = [{"round": 0, "density": 1.0, "ticket": dense_metrics,
-                                     "random_reinit": dense_metrics}]
-    best_state, best_density = copy.deepcopy(dense.state_dict()), 1.0
-    trained = dense
-    for r in range(1, cfg.n_rounds() + 1):
+    if state is None:
+        model = make_model(fit_cfg.seed)
+        if k > 0:
+            fit(model, data, FitConfig(**{**asdict(fit_cfg), "steps": k}))
+            # the schedule continues from step k: approximate by training the remaining steps below
+        theta_k = copy.deepcopy(model.state_dict())
+        dense = fit(model, data, rest)
+        dense_metrics = evaluate(dense, data)
+        log.info("dense: %s", dense_metrics)
+        masks = full_masks(dense)
+        rounds: list[dict[str, Any]] = [{"round": 0, "density": 1.0, "ticket": dense_metrics,
+                                         "random_reinit": dense_metrics}]
+        best_state, best_density = copy.deepcopy(dense.state_dict()), 1.0
+        trained = dense
+        _save_state(out, {"settings": settings, "theta_k": theta_k, "masks": masks, "trained": trained.state_dict(),
+                          "rounds": rounds, "dense": dense_metrics, "best_state": best_state,
+                          "best_density": best_density})
+    else:
+        theta_k, masks, rounds = state["theta_k"], state["masks"], state["rounds"]
+        dense_metrics, best_state, best_density = state["dense"], state["best_state"], state["best_density"]
+        trained = make_model(fit_cfg.seed)
+        trained.load_state_dict(state["trained"])
+    for r in range(len(rounds), cfg.n_rounds() + 1):
         masks = global_magnitude_prune(trained, masks, cfg.rate)
         d = density(masks)
         ticket = make_model(fit_cfg.seed)
@@ -126,6 +167,11 @@ def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit
         rounds.append(row)
         if row["ticket"]["proxy_map50"] >= dense_metrics["proxy_map50"] - cfg.tolerance:
             best_state, best_density = copy.deepcopy(trained.state_dict()), d
+        _save_state(out, {"settings": settings, "theta_k": theta_k, "masks": masks, "trained": trained.state_dict(),
+                          "rounds": rounds, "dense": dense_metrics, "best_state": best_state,
+                          "best_density": best_density})
+        write_report(out, "lottery", {"partial": True, "config": asdict(cfg), "fit": asdict(fit_cfg),
+                                      "data": data.description, "dense": dense_metrics, "rounds": rounds})
     ticket = make_model(fit_cfg.seed)
     ticket.load_state_dict(best_state)
     ticket.eval()
