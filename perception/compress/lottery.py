@@ -142,9 +142,8 @@ def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit
                                          "random_reinit": dense_metrics}]
         best_state, best_density = copy.deepcopy(dense.state_dict()), 1.0
         trained = dense
-        _save_state(out, {"settings": settings, "theta_k": theta_k, "masks": masks, "trained": trained.state_dict(),
-                          "rounds": rounds, "dense": dense_metrics, "best_state": best_state,
-                          "best_density": best_density})
+        _save_state(out, dict(settings=settings, theta_k=theta_k, masks=masks, trained=trained.state_dict(),
+                              rounds=rounds, dense=dense_metrics, best_state=best_state, best_density=best_density))
     else:
         theta_k, masks, rounds = state["theta_k"], state["masks"], state["rounds"]
         dense_metrics, best_state, best_density = state["dense"], state["best_state"], state["best_density"]
@@ -167,9 +166,8 @@ def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit
         rounds.append(row)
         if row["ticket"]["proxy_map50"] >= dense_metrics["proxy_map50"] - cfg.tolerance:
             best_state, best_density = copy.deepcopy(trained.state_dict()), d
-        _save_state(out, {"settings": settings, "theta_k": theta_k, "masks": masks, "trained": trained.state_dict(),
-                          "rounds": rounds, "dense": dense_metrics, "best_state": best_state,
-                          "best_density": best_density})
+        _save_state(out, dict(settings=settings, theta_k=theta_k, masks=masks, trained=trained.state_dict(),
+                              rounds=rounds, dense=dense_metrics, best_state=best_state, best_density=best_density))
         write_report(out, "lottery", {"partial": True, "config": asdict(cfg), "fit": asdict(fit_cfg),
                                       "data": data.description, "dense": dense_metrics, "rounds": rounds})
     ticket = make_model(fit_cfg.seed)
