@@ -424,3 +424,27 @@ def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
     assert ta["images"] == 3 and ta["images_with_reference_car"] >= 1  # the teacher sees cars in this clip
     assert ta["rule"]["score"] == 0.4  # --agree-score reaches the counter
     assert "Agreement with the reference detector" in (out / "report.md").read_text()
+
+
+@pytest.mark.shared_data
+def test_teacher_as_a_2d_reference_model(shared_data, tmp_path):
+    """`--model teacher:PATH`: the COCO teacher is scored on the same ground truth, 2D only.
+    On KITTI 000008 it finds all six cars (AP50 1.0); it predicts no depth and no 3D boxes, so
+    neither depth nor BEV metrics appear."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from typer.testing import CliRunner
+
+    from perception.cli import app
+
+    teacher = shared_data / "weights" / "yolox_nano.onnx"
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["eval", "--model", f"teacher:{teacher}", "--dataset", "kitti", "--data",
+                                 str(shared_data / "kitti_000008"), "--size", "256x832", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["detection"]["num_gt"]["car"] == 6 and m["detection"]["ap50"]["car"] == 1.0
+    assert "depth" not in m and "bev" not in m
+    assert "teacher" in m["meta"]["model"]
+    r = CliRunner().invoke(app, ["eval", "--model", f"teacher:{tmp_path / 'missing.onnx'}", "--dataset", "kitti",
+                                 "--data", str(shared_data / "kitti_000008"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "not found" in r.output

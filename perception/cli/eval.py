@@ -23,12 +23,13 @@ def _parse_size(size: str) -> tuple[int, int]:
 @app.command("eval", help="Evaluate a model on synth / KITTI / nuScenes / video: metrics.json, report.md, plots.")
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name (shipped weights), checkpoint path, "
-                              "Deep Compression .pdc file, or an exported .onnx file (fp32 or INT8; ONNX Runtime)."),
+                              "Deep Compression .pdc file, an exported .onnx file (fp32 or INT8; ONNX Runtime), or "
+                              "teacher:PATH (the YOLOX COCO teacher as a 2D-only reference)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="synth, kitti, nuscenes or video."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, report.md, plots)."),
     data: Path = typer.Option(None, "--data", help="Dataset folder (kitti, nuscenes) or video/image path (video)."),
     seed: int = typer.Option(90000, "--seed", "-s",
-                             help="Synthetic split seed (training uses 500-2999; keep evaluation seeds apart)."),
+                             help="Synthetic split seed (training uses 500-9999; keep evaluation seeds apart)."),
     frames: int = typer.Option(None, "--frames", "-n", help="Frames to evaluate (default: synth 20, others all)."),
     backend: str = typer.Option("torch", "--backend",
                                 help="torch (fused network), torch-train (unfused train form) or onnx (ONNX Runtime)."),
@@ -51,8 +52,8 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from perception.eval import EvalError, EvalOptions, evaluate, load_model, make_backend_predictor, \
-        onnx_file_predictor, open_dataset
+    from perception.eval import EvalError, EvalOptions, TeacherPredictor, evaluate, load_model, \
+        make_backend_predictor, onnx_file_predictor, open_dataset
     from perception.eval.report import write_metrics, write_report
 
     hw = _parse_size(size)
@@ -71,7 +72,12 @@ def eval_command(
                        agree_score=agree_score)
     t0 = time.perf_counter()
     try:
-        if model.endswith(".onnx"):
+        if model.startswith("teacher:"):
+            if backend != "torch":
+                fail("--model teacher:PATH runs the COCO teacher in ONNX Runtime; it takes no --backend")
+            backend, desc = "onnxruntime", f"COCO teacher {model[len('teacher:'):]} (2D only)"
+            predictor = TeacherPredictor(model[len("teacher:"):], score_thresh=score_thresh)
+        elif model.endswith(".onnx"):
             if backend == "torch-train":
                 fail("an .onnx file is the fused network: --backend torch-train needs a train-form checkpoint")
             backend, desc = "onnx", model

@@ -123,7 +123,8 @@ def plot_qualitative(views: list, path: str | Path, max_depth: float = 80.0,
         img = draw_boxes(img, np.asarray(v.pred_boxes)[keep], [lab for lab, k in zip(v.pred_labels, keep) if k],
                          PRED_COLOR, np.asarray(v.pred_scores)[keep])
         panels = [(img, f"{v.name}: pred >= {min_score:g} (red) / GT (green)"),
-                  (colorize_depth(v.pred_depth, max_depth, (h, w)), "predicted depth"),
+                  (colorize_depth(v.pred_depth, max_depth, (h, w)),
+                   "predicted depth" if v.pred_depth is not None else "the model predicts no depth"),
                   (colorize_depth(v.gt_depth, max_depth, (h, w)), "ground-truth depth" if v.gt_depth is not None
                    else "no depth ground truth")]
         for c, (im, title) in enumerate(panels):

@@ -1,7 +1,7 @@
 """Run a model over a dataset and compute every metric the dataset has ground truth for.
 
 Datasets (:func:`open_dataset`): ``synth`` (rendered from ``seed``; training uses seeds
-500-2999, so the default evaluation seed 90000 never overlaps), ``nuscenes`` and ``kitti``
+500-9999, so the default evaluation seed 90000 never overlaps), ``nuscenes`` and ``kitti``
 (``--data`` folder, read by :mod:`perception.data.readers`) and ``video`` (no ground truth:
 qualitative output and prediction statistics only).
 
@@ -53,7 +53,7 @@ __all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor"
 
 DATASETS = ("synth", "kitti", "nuscenes", "video")
 DEFAULT_SEED = 90000
-TRAINING_SEEDS = range(500, 3000)
+TRAINING_SEEDS = range(500, 10000)
 
 
 COCO_CAR = 2  # the COCO class index of "car" in the teacher's output
@@ -167,6 +167,42 @@ class _PredictFnPredictor:
         return Prediction(list(dets), depth)
 
 
+class TeacherPredictor:
+    """The COCO teacher (YOLOX ONNX, :class:`~perception.train.teacher.YoloxTeacher`) as a 2D-only
+    reference model: ``perception eval --model teacher:PATH`` shows what a detector trained on
+    real photos scores on the same ground truth (an upper reference for our real-image AP; the
+    nuScenes 2D boxes are projected 3D boxes, which no 2D detector matches tightly).
+    It predicts no depth and no 3D boxes, so only detection metrics are computed."""
+
+    has_3d = False
+
+    def __init__(self, path: str | Path, classes: Sequence[str] = CLASSES, score_thresh: float = 0.05,
+                 iou_thresh: float = 0.45) -> None:
+        from perception.train.teacher import COCO_TO_OURS, YoloxTeacher
+
+        try:
+            self.teacher = YoloxTeacher(path)
+        except (FileNotFoundError, ImportError) as exc:
+            raise EvalError(f"teacher model: {exc}") from None
+        self.classes = tuple(classes)
+        self.score_thresh, self.iou_thresh = score_thresh, iou_thresh
+        self.lut = {coco: self.classes.index(ours) for coco, ours in COCO_TO_OURS.items() if ours in self.classes}
+        self.name = "teacher"
+
+    def __call__(self, images: torch.Tensor, intrinsics: torch.Tensor) -> Prediction:
+        dets = []
+        for img in images:
+            rgb = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            boxes, scores, coco = self.teacher.raw(rgb, self.score_thresh, self.iou_thresh)
+            ours = np.array([self.lut.get(int(c), -1) for c in coco], np.int64)
+            keep = ours >= 0
+            n = int(keep.sum())
+            dets.append(Detections(torch.from_numpy(boxes[keep]).float(), torch.from_numpy(scores[keep]).float(),
+                                   torch.from_numpy(ours[keep]), torch.full((n, 3), float("nan")),
+                                   torch.full((n, 3), float("nan")), torch.zeros(n), classes=self.classes))
+        return Prediction(dets, None)
+
+
 def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) -> Predictor:
     """A :class:`Predictor` from a model, a backend, an object with ``predict`` or a callable.
 
@@ -178,7 +214,7 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
 
     if isinstance(obj, PerceptionNet):
         return TorchPredictor(obj, **kwargs)
-    if isinstance(obj, (TorchPredictor, RawOutputPredictor, _PredictFnPredictor)):
+    if isinstance(obj, (TorchPredictor, RawOutputPredictor, _PredictFnPredictor, TeacherPredictor)):
         return obj
     cfg = getattr(obj, "cfg", None)
     names = tuple(classes or getattr(obj, "classes", None) or getattr(cfg, "classes", None) or CLASSES)
@@ -444,6 +480,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
     if not classes:
         raise EvalError(f"the model predicts none of the evaluated classes {CLASSES} (its classes: {predictor.classes})")
     pred_lut = _class_lut(predictor.classes, classes)
+    has_3d = getattr(predictor, "has_3d", True)  # a 2D-only reference detector gets no BEV metrics
     gt_lut = _class_lut(CLASSES, classes)
     det_ev = DetectionEvaluator(classes)
     depth_ev = DepthEvaluator()
@@ -518,7 +555,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
                 qual.append(QualitativeView(img_rec.image_id if gt is not None else f"{sample.frame_id}/{sample.cameras[c].name}",
                                             p.image, boxes, [classes[i] for i in labels], scores, gt_net, gt_names,
                                             None if depth is None else depth[c], p.depth))
-        if sample.boxes3d is not None:
+        if sample.boxes3d is not None and has_3d:
             has["bev"] = True
             allp = BevObjects.concat(pred_objs)
             b3 = sample.boxes3d
