@@ -657,3 +657,19 @@ def test_shipped_nuscenes_rig_finds_the_shared_images(shared_data, monkeypatch):
     rig, sources = build_rig(Path(__file__).resolve().parents[1] / "demo" / "nuscenes_keyframe.yaml")
     assert len(rig) == 6 and all(Path(s).is_file() for s in sources)
     assert all(str(shared_data) in s for s in sources)  # read in place, never copied
+
+
+def test_auto_size_matches_the_training_focal_length():
+    from perception.pipeline.runner import TRAIN_FOCAL_PX, auto_size
+
+    # no focal length known: the long side is capped at 640, never upscaled
+    assert auto_size(1280, 720) == (352, 640)
+    assert auto_size(448, 256) == (256, 448)
+    # the narrow 1280x720 dashcam (fx 1159 px): resized so fx is near the training focal length
+    h, w = auto_size(1280, 720, fx=1158.8)
+    assert (h, w) == (224, 384) and abs(1158.8 * w / 1280 - TRAIN_FOCAL_PX) < 0.05 * TRAIN_FOCAL_PX
+    # a nuScenes camera (fx 1266 px at 1600 wide) lands on the training size itself
+    assert auto_size(1600, 900, fx=1266.4) == (256, 448)
+    # a wide camera (short focal length) keeps the 640 cap; a telephoto one stops at min_long_side
+    assert auto_size(1920, 1080, fx=554.3) == (352, 640)
+    assert auto_size(1920, 1080, fx=5000.0) == (192, 320)

@@ -171,7 +171,7 @@ def run_command(
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
     max_frames: int = typer.Option(None, "--max-frames", "-n", help="Stop after N synchronised frames."),
     size: str = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the first "
-                             "camera scaled to a long side of 640."),
+                             "camera scaled to the models' training focal length (long side 320-640)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     no_render: bool = typer.Option(False, "--no-render", help="Skip rendering (no video.mp4/bev.png)."),
     loop: bool = typer.Option(False, "--loop", help="Loop file sources until stopped."),

@@ -33,10 +33,13 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineOptions", "Pipeline", "load_model", "default_camera", "build_rig", "parse_size", "auto_size",
-           "probe_size", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
+           "probe_size", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M", "TRAIN_FOCAL_PX"]
 
 DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
 DEFAULT_HEIGHT_M = 1.4    # assumed mounting height of an uncalibrated dashcam
+# Focal length (px at the network input) of most of the shipped models' training images: the
+# nuScenes-like surround6 rig (fx 1266 px at 1600 wide) resized to 448 wide.
+TRAIN_FOCAL_PX = 354.0
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -50,9 +53,19 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def auto_size(width: int, height: int, long_side: int = 640) -> tuple[int, int]:
-    """Network size for a camera: the long side at most ``long_side``, both multiples of 32."""
+def auto_size(width: int, height: int, long_side: int = 640, fx: float | None = None,
+              focal_px: float | None = TRAIN_FOCAL_PX, min_long_side: int = 320) -> tuple[int, int]:
+    """Network size for a camera, both sides multiples of 32: the long side at most ``long_side``,
+    and, when the camera's focal length ``fx`` (px, native size) is known, small enough that the
+    resized camera's focal length is about ``focal_px`` (never below ``min_long_side``).
+
+    Why: the shipped networks saw focal lengths near ``TRAIN_FOCAL_PX`` in training; run at a
+    much longer focal length (a narrow dashcam at 640 px wide) they detect many more false and
+    giant boxes and overestimate depth (docs/pipeline.md, "Input size").
+    """
     s = min(1.0, long_side / max(width, height))
+    if fx is not None and fx > 0 and focal_px:
+        s = max(min(s, focal_px / fx), min(s, min_long_side / max(width, height)))
     return max(32, int(round(height * s / 32)) * 32), max(32, int(round(width * s / 32)) * 32)
 
 
@@ -194,7 +207,10 @@ class Pipeline:
                  device, self.threads)
         cfg = model.cfg
         cam0 = rig.cameras[0]
-        self.size = opts.size or auto_size(cam0.width, cam0.height)
+        self.size = opts.size or auto_size(cam0.width, cam0.height, fx=float(cam0.K[0, 0]))
+        if opts.size is None:
+            log.info("network input %dx%d (camera %dx%d, fx %.0f px -> %.0f px; --size overrides)", *self.size,
+                     cam0.height, cam0.width, cam0.K[0, 0], cam0.K[0, 0] * self.size[1] / cam0.width)
         self.srcs = [s if isinstance(s, Source) else open_source(s, rig.cameras[i].name, loop=opts.loop)
                      for i, s in enumerate(sources)]
         for s, cam in zip(self.srcs, rig.cameras):

@@ -1,0 +1,58 @@
+"""Box statistics of a `perception run` output on real video (no ground truth needed).
+
+    python benchmarks/dashcam_boxes.py runs/run/detections.jsonl [--frames 30] [--width 1280 --height 720]
+
+Prints boxes per frame by class and how many frames hold a "giant" box (covering more than
+``--giant`` of the image, default a tenth): on the shared dashcam clip such boxes are false
+positives (sky, trees, near road), which is how the model cards count them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+
+def box_stats(path: Path, frames: int | None, width: int, height: int, giant: float) -> dict:
+    per_label: Counter[str] = Counter()
+    giant_frames, giants, n = 0, [], 0
+    with path.open() as f:
+        for line in f:
+            if frames is not None and n >= frames:
+                break
+            rec = json.loads(line)
+            n += 1
+            found = False
+            for cam, rows in rec["cameras"].items():
+                for r in rows:
+                    per_label[r["label"]] += 1
+                    x1, y1, x2, y2 = r["box"]
+                    frac = max(0.0, x2 - x1) * max(0.0, y2 - y1) / (width * height)
+                    if frac > giant:
+                        found = True
+                        giants.append({"frame": rec["frame"], "camera": cam, "label": r["label"],
+                                       "score": r["score"], "area_fraction": round(frac, 3)})
+            giant_frames += found
+    return {"frames": n, "boxes_per_frame": {k: round(v / max(n, 1), 2) for k, v in sorted(per_label.items())},
+            "frames_with_giant_box": giant_frames, "giant_fraction": giant, "giant_boxes": giants}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("detections", type=Path, help="detections.jsonl of `perception run`")
+    ap.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    ap.add_argument("--width", type=int, default=1280, help="source image width (px)")
+    ap.add_argument("--height", type=int, default=720, help="source image height (px)")
+    ap.add_argument("--giant", type=float, default=0.1, help="area fraction above which a box counts as giant")
+    a = ap.parse_args()
+    s = box_stats(a.detections, a.frames, a.width, a.height, a.giant)
+    print(json.dumps({k: v for k, v in s.items() if k != "giant_boxes"}, indent=2))
+    for g in s["giant_boxes"]:
+        print(f"  frame {g['frame']:4d} {g['camera']}: {g['label']} score {g['score']:.2f}, "
+              f"{100 * g['area_fraction']:.0f} % of the image")
+
+
+if __name__ == "__main__":
+    main()
