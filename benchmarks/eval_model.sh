@@ -17,3 +17,9 @@ $P eval --model "$MODEL" --dataset nuscenes --data "$SHARED/nuscenes_keyframe" -
 $P eval --model "$MODEL" --dataset kitti --data "$SHARED/kitti_000008" --size 256x832 --out "$OUT/kitti"
 $P eval --model "$MODEL" --dataset video --data "$SHARED/dashcam/test_video.mp4" --calib data/rigs/dashcam_1280x720.yaml \
     --size 384x640 --teacher "$SHARED/weights/yolox_nano.onnx" --out "$OUT/dashcam"
+# the same at the sizes `perception run` picks by focal length (docs/pipeline.md, "Input size")
+$P eval --model "$MODEL" --dataset kitti --data "$SHARED/kitti_000008" --size 192x608 --qualitative 0 \
+    --out "$OUT/kitti-192x608"
+$P eval --model "$MODEL" --dataset video --data "$SHARED/dashcam/test_video.mp4" --calib data/rigs/dashcam_1280x720.yaml \
+    --size 224x384 --teacher "$SHARED/weights/yolox_nano.onnx" --agree-score 0.5 --qualitative 0 \
+    --out "$OUT/dashcam-224x384"

@@ -67,7 +67,8 @@ def synth_table(m: dict, mt: dict | None) -> list[str]:
     return lines
 
 
-def real_table(nus: dict | None, kitti: dict | None, cam: dict | None) -> list[str]:
+def real_table(nus: dict | None, kitti: dict | None, cam: dict | None, kitti_f: dict | None = None,
+               cam_f: dict | None = None) -> list[str]:
     lines = ["| data | metric | value | target | |", "|---|---|---|---|---|"]
     if nus:
         car = nus["detection"]["ap50"].get("car")
@@ -90,6 +91,17 @@ def real_table(nus: dict | None, kitti: dict | None, cam: dict | None) -> list[s
                      f"(%) | {_pct(r)} ({t['images_with_reference_car']} frames) | >= 90 | {_check(r, 0.9)} |")
         lines.append(f"| | teacher cars found (recall, %) | {_pct(t['car_recall'])} ({t['reference_cars']} cars) "
                      f"| | |")
+    if kitti_f:
+        lines.append(f"| KITTI 000008 at 192x608 (fx 353 px) | car AP50 (%) | "
+                     f"{_pct(kitti_f['detection']['ap50'].get('car'))} | | |")
+        lines.append(f"| | depth abs_rel vs LiDAR (metric) | {kitti_f['depth']['abs_rel']:.3f} | | |")
+    if cam_f and "teacher_agreement" in cam_f:
+        t = cam_f["teacher_agreement"]
+        lines.append(f"| dashcam at 224x384 (the `perception run` default) | frames with a teacher car where we "
+                     f"find it at score >= {t['rule']['score']} (%) | {_pct(t['car_found_rate'])} | >= 90 | "
+                     f"{_check(t['car_found_rate'], 0.9)} |")
+        lines.append(f"| | our car boxes per frame at score >= {t['rule']['score']} | "
+                     f"{t['predicted_cars_per_image']:.1f} | | |")
     return lines
 
 
@@ -102,7 +114,8 @@ def main() -> None:
     synth = _load(f / "synth")
     if synth:
         out += synth_table(synth, _load(f / "synth-train-form")) + [""]
-    out += real_table(_load(f / "nuscenes"), _load(f / "kitti"), _load(f / "dashcam"))
+    out += real_table(_load(f / "nuscenes"), _load(f / "kitti"), _load(f / "dashcam"), _load(f / "kitti-192x608"),
+                      _load(f / "dashcam-224x384"))
     print("\n".join(out))
 
 
