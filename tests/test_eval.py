@@ -448,3 +448,18 @@ def test_teacher_as_a_2d_reference_model(shared_data, tmp_path):
     r = CliRunner().invoke(app, ["eval", "--model", f"teacher:{tmp_path / 'missing.onnx'}", "--dataset", "kitti",
                                  "--data", str(shared_data / "kitti_000008"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_eval_warns_when_the_input_size_is_far_from_the_training_focal_length(caplog):
+    from perception.eval.runner import _warn_focal
+    from perception.geometry import Camera
+
+    def cam(fx):
+        return Camera("c", 640, 384, [[fx, 0, 320], [0, fx, 192], [0, 0, 1]], [0] * 5, np.eye(4))
+
+    with caplog.at_level("WARNING", logger="perception.eval.runner"):
+        _warn_focal(cam(354.0))
+        _warn_focal(cam(200.0))
+        assert not caplog.records
+        _warn_focal(cam(579.0))
+    assert len(caplog.records) == 1 and "579 px" in caplog.text and "0.61x" in caplog.text

@@ -660,7 +660,8 @@ def test_shipped_nuscenes_rig_finds_the_shared_images(shared_data, monkeypatch):
 
 
 def test_auto_size_matches_the_training_focal_length():
-    from perception.pipeline.runner import TRAIN_FOCAL_PX, auto_size
+    from perception.nn.registry import TRAIN_FOCAL_PX
+    from perception.pipeline.runner import auto_size
 
     # no focal length known: the long side is capped at 640, never upscaled
     assert auto_size(1280, 720) == (352, 640)

@@ -505,6 +505,8 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
                                  score=opts.agree_score)
     for f, sample in enumerate(samples):
         pre = [preprocess(sample, c, opts.size, dense_depth) for c in range(len(sample.cameras))]
+        if f == 0:
+            _warn_focal(pre[0].camera)
         images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
         K = torch.from_numpy(np.stack([p.camera.K for p in pre])).float()
         out = predictor(images, K)
@@ -600,6 +602,17 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
     if opts.dataset == "synth":
         metrics["meta"]["seed"] = opts.seed
     return Evaluation(metrics, classes, pr, qual)
+
+
+def _warn_focal(camera: Camera) -> None:
+    """Say when the input size puts the focal length far from the one the shipped weights saw."""
+    from perception.nn.registry import TRAIN_FOCAL_PX
+
+    fx = float(camera.K[0, 0])
+    if fx > 1.4 * TRAIN_FOCAL_PX:  # shorter focal lengths were in training (front_wide: 129 px)
+        log.warning("at this --size the camera's focal length is %.0f px; the shipped models were trained near "
+                    "%.0f px and detect and estimate depth worse far from it (docs/pipeline.md, 'Input size'): "
+                    "a size about %.2fx this one matches it", fx, TRAIN_FOCAL_PX, TRAIN_FOCAL_PX / fx)
 
 
 def _gt_record(gt: Any, gt_lut: np.ndarray, p: Preprocessed, min_visible: float) -> dict[str, np.ndarray | None]:

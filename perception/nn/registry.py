@@ -13,6 +13,12 @@ from perception.nn.neck import NeckConfig
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
 
+# Focal length (px at the network input) of most of the shipped weights' training images: the
+# nuScenes-like surround6 rig (fx 1266 px at 1600 wide) at 448 wide. The depth head rescales by
+# fx / f_ref, but the networks only learned to read apparent size near this focal length, so
+# `perception run` sizes its input to match it (docs/pipeline.md, "Input size").
+TRAIN_FOCAL_PX = 354.0
+
 MODELS_DIR = Path(os.environ.get("PERCEPTION_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
 
 

@@ -21,6 +21,7 @@ import torch
 from perception.geometry import CalibrationError, Camera, Rig
 from perception.geometry.transforms import camera_pose
 from perception.nn import PerceptionNet, create_model, list_models
+from perception.nn.registry import TRAIN_FOCAL_PX
 from perception.pipeline.backends import TORCH_BACKENDS, Backend, create_backend, resolve_precision
 from perception.pipeline.bev import BEVConfig
 from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
@@ -33,13 +34,10 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineOptions", "Pipeline", "load_model", "default_camera", "build_rig", "parse_size", "auto_size",
-           "probe_size", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M", "TRAIN_FOCAL_PX"]
+           "probe_size", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
 
 DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
 DEFAULT_HEIGHT_M = 1.4    # assumed mounting height of an uncalibrated dashcam
-# Focal length (px at the network input) of most of the shipped models' training images: the
-# nuScenes-like surround6 rig (fx 1266 px at 1600 wide) resized to 448 wide.
-TRAIN_FOCAL_PX = 354.0
 
 
 def parse_size(text: str) -> tuple[int, int]:
