@@ -46,7 +46,7 @@ from perception.nn.postprocess import Detections, decode_detections, make_anchor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor", "TorchPredictor",
+__all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor", "TorchPredictor", "TeacherPredictor",
            "RawOutputPredictor", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
            "Evaluation", "evaluate",
            "preprocess", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS"]
