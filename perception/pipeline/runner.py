@@ -205,10 +205,13 @@ class Pipeline:
                  device, self.threads)
         cfg = model.cfg
         cam0 = rig.cameras[0]
-        self.size = opts.size or auto_size(cam0.width, cam0.height, fx=float(cam0.K[0, 0]))
-        if opts.size is None:
+        if opts.size is not None:
+            self.size = opts.size
+        else:
+            fx = float(cam0.K[0, 0])
+            self.size = auto_size(cam0.width, cam0.height, fx=fx)
             log.info("network input %dx%d (camera %dx%d, fx %.0f px -> %.0f px; --size overrides)", *self.size,
-                     cam0.height, cam0.width, cam0.K[0, 0], cam0.K[0, 0] * self.size[1] / cam0.width)
+                     cam0.height, cam0.width, fx, fx * self.size[1] / cam0.width)
         self.srcs = [s if isinstance(s, Source) else open_source(s, rig.cameras[i].name, loop=opts.loop)
                      for i, s in enumerate(sources)]
         for s, cam in zip(self.srcs, rig.cameras):
