@@ -7,7 +7,8 @@ horizon, the calibrated camera (height above the road and pitch) gives a second 
 the ray through the box's bottom-centre meets the road (``estimates["ground"]`` of
 :func:`perception.pipeline.lifting.lift_detections`). The ratio network / ground is about 1 for
 a model whose metric depth transfers to the camera; it is only as good as the mount in the
-calibration file (for the shared dashcam the 1.4 m height is assumed, the pitch measured).
+calibration file (for the shared dashcam, pitch and height are measured on lane lines:
+docs/geometry.md).
 """
 
 from __future__ import annotations

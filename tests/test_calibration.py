@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from perception.cli import app
 from perception.geometry import CalibrationError, Rig
-from perception.geometry.calibration import calibrate_chessboard, parse_pattern
+from perception.geometry import Camera, camera_pose
+from perception.geometry.calibration import calibrate_chessboard, parse_pattern, pitch_from_horizon
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,11 +54,41 @@ def test_calibrate_cli_writes_loadable_rig(chessboards, tmp_path: Path) -> None:
     assert cam.T_ego_cam[:3, 2] @ [1, 0, 0] > 0.99        # optical axis points forward
 
 
+def _horizon_row(cam: Camera) -> float:
+    """Row where a ground point 10 km straight ahead lands (undistorted pixels)."""
+    far = np.array([[cam.T_ego_cam[0, 3] + 1e4, cam.T_ego_cam[1, 3], 0.0]])
+    uv, _ = cam.project(far, apply_distortion=False)
+    return float(uv[0, 1])
+
+
+@pytest.mark.parametrize("row", [300.0, 388.0, 424.0, 500.0])
+def test_pitch_from_horizon_puts_the_horizon_on_that_row(row: float) -> None:
+    K = np.array([[1158.8, 0, 669.6], [0, 1154.1, 388.0], [0, 0, 1]])
+    pitch = pitch_from_horizon(K, row)
+    assert np.sign(pitch) == np.sign(388.0 - row)             # horizon above cy: looking down
+    cam = Camera(name="c", width=1280, height=720, K=K,
+                 T_ego_cam=camera_pose(1.5, 0.0, 1.4, 0.0, pitch=np.radians(pitch)))
+    assert _horizon_row(cam) == pytest.approx(row, abs=0.3)  # 1.4 m below the axis at 10 km: 0.16 px
+
+
+def test_calibrate_cli_horizon_row_sets_pitch(chessboards, tmp_path: Path) -> None:
+    out = tmp_path / "cam.yaml"
+    args = ["calibrate", "--images", str(Path(chessboards[0]).parent / "*.jpg"), "--out", str(out)]
+    res = CliRunner().invoke(app, args + ["--horizon-row", "424"])
+    assert res.exit_code == 0, res.output
+    assert "pitch -1.7" in res.output and "from the horizon row" in res.output
+    assert _horizon_row(Rig.load(out)[0]) == pytest.approx(424, abs=0.3)
+    res = CliRunner().invoke(app, args + ["--horizon-row", "424", "--pitch-deg", "2"])
+    assert res.exit_code == 1 and "not both" in res.output
+
+
 def test_shipped_dashcam_rig_matches_calibration(shared_data: Path) -> None:
     ref = json.loads((shared_data / "dashcam" / "calibration.json").read_text())
     cam = Rig.load(ROOT / "data" / "rigs" / "dashcam_1280x720.yaml")[0]
     np.testing.assert_allclose(cam.K, ref["K"], atol=0.05)
     assert 1.2 <= cam.T_ego_cam[2, 3] <= 1.5
+    # the lane vanishing points of the stills and the clip lie 30-42 px below cy: the camera looks up
+    assert 415 <= _horizon_row(cam) <= 435
 
 
 def test_calibrate_cli_errors(tmp_path: Path) -> None:

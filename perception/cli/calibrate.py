@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 from pathlib import Path
@@ -22,12 +23,15 @@ def calibrate_command(
     name: str = typer.Option("front", "--name", help="Camera name in the rig."),
     height: float = typer.Option(1.4, "--height", help="Assumed mount height above the ground (m)."),
     forward: float = typer.Option(0.0, "--forward", help="Assumed mount position ahead of the ego origin / rear axle (m)."),
-    pitch_deg: float = typer.Option(0.0, "--pitch-deg", help="Assumed downward pitch of the camera (deg)."),
+    pitch_deg: float = typer.Option(0.0, "--pitch-deg", help="Assumed downward pitch of the camera (deg; negative = up)."),
+    horizon_row: float = typer.Option(None, "--horizon-row",
+                                      help="Pixel row (undistorted, calibration resolution) of the road's vanishing "
+                                           "point on a straight, level road; sets the pitch instead of --pitch-deg."),
     yaw_deg: float = typer.Option(0.0, "--yaw-deg", help="Assumed yaw (deg, 0 = forward, 90 = left)."),
 ) -> None:
     from perception.data.readers.common import DataError
     from perception.geometry import CalibrationError, camera_pose
-    from perception.geometry.calibration import calibrate_chessboard, parse_pattern
+    from perception.geometry.calibration import calibrate_chessboard, parse_pattern, pitch_from_horizon
 
     try:
         pat = parse_pattern(pattern)
@@ -46,13 +50,18 @@ def calibrate_command(
     paths = sorted((p for p in paths if Path(p).is_file()), key=natural_key)
     if not paths:
         fail(f"no files match {images!r}")
-    mount = camera_pose(forward, 0.0, height, math.radians(yaw_deg), pitch=math.radians(pitch_deg))
+    if horizon_row is not None and pitch_deg != 0.0:
+        fail("give --pitch-deg or --horizon-row, not both")
     try:
         with Progress(TextColumn("[bold]finding corners"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("", total=len(paths))
-            result = calibrate_chessboard(paths, pat, square_size=square_size, name=name, T_ego_cam=mount,
+            result = calibrate_chessboard(paths, pat, square_size=square_size, name=name,
                                           progress=lambda p: bar.update(task, advance=1, description=Path(p).name))
+        if horizon_row is not None:
+            pitch_deg = pitch_from_horizon(result.camera.K, horizon_row)
+        mount = camera_pose(forward, 0.0, height, math.radians(yaw_deg), pitch=math.radians(pitch_deg))
+        result.camera = dataclasses.replace(result.camera, T_ego_cam=mount)
         result.rig(name=out.stem).save(out)
     except (CalibrationError, DataError, ValueError) as exc:
         fail(str(exc))
@@ -74,5 +83,5 @@ def calibrate_command(
     console.print(f"per-image RMS {min(result.per_image_rms.values()):.2f}-{worst[1]:.2f} px "
                   f"(worst {Path(worst[0]).name})", highlight=False)
     console.print(f"mount assumed: {height:.2f} m high, {forward:.2f} m ahead of the ego origin, "
-                  f"pitch {pitch_deg:.1f} deg, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)", highlight=False)
+                  f"pitch {pitch_deg:.2f} deg{' (from the horizon row)' if horizon_row is not None else ''}, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)", highlight=False)
     console.print(f"wrote {out}", highlight=False)

@@ -7,6 +7,7 @@ Udacity ``calibration7/15.jpg`` at 1281x721 come from a different crop and would
 
 The mounting (``T_ego_cam``) cannot come from a chessboard: :func:`calibrate_chessboard`
 takes it as an argument (e.g. :func:`perception.geometry.camera_pose` of the assumed mount).
+The pitch can be measured on a road image instead of assumed: :func:`pitch_from_horizon`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from perception.geometry.transforms import camera_pose
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CalibrationResult", "calibrate_chessboard", "find_chessboard", "parse_pattern"]
+__all__ = ["CalibrationResult", "calibrate_chessboard", "find_chessboard", "parse_pattern", "pitch_from_horizon"]
 
 SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-3)
 
@@ -47,6 +48,17 @@ class CalibrationResult:
     def save(self, path: str | Path) -> None:
         """Write a single-camera rig YAML (readable by :meth:`Rig.load`)."""
         self.rig().save(path)
+
+
+def pitch_from_horizon(K: np.ndarray, horizon_row: float) -> float:
+    """Downward pitch (degrees; negative = up) of a camera with no roll from the image row of the
+    horizon, e.g. the vanishing point of straight lane lines on a level road (undistorted pixels).
+
+    A level camera sees the horizon at the principal point's row ``cy``; a camera pitched down by
+    ``p`` sees it ``fy * tan(p)`` pixels higher. So a horizon *below* ``cy`` means the camera looks up.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    return float(np.degrees(np.arctan2(K[1, 2] - float(horizon_row), K[1, 1])))
 
 
 def parse_pattern(pattern: str) -> tuple[int, int]:
