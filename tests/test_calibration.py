@@ -79,7 +79,7 @@ def test_calibrate_cli_horizon_row_sets_pitch(chessboards, tmp_path: Path) -> No
     assert "pitch -1.7" in res.output and "from the horizon row" in res.output
     assert _horizon_row(Rig.load(out)[0]) == pytest.approx(424, abs=0.3)
     res = CliRunner().invoke(app, args + ["--horizon-row", "424", "--pitch-deg", "2"])
-    assert res.exit_code == 1 and "not both" in res.output
+    assert res.exit_code == 1 and "only one of" in res.output
 
 
 def test_shipped_dashcam_rig_matches_calibration(shared_data: Path) -> None:

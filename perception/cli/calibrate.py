@@ -6,12 +6,17 @@ import dataclasses
 import glob
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from perception.cli.app import app, console, fail
+
+if TYPE_CHECKING:
+    from perception.geometry import Camera
+    from perception.geometry.horizon import HorizonEstimate
 
 
 @app.command("calibrate", help="Calibrate a camera from chessboard images (OpenCV) and write a single-camera rig YAML.")
@@ -27,6 +32,9 @@ def calibrate_command(
     horizon_row: float = typer.Option(None, "--horizon-row",
                                       help="Pixel row (undistorted, calibration resolution) of the road's vanishing "
                                            "point on a straight, level road; sets the pitch instead of --pitch-deg."),
+    horizon_from: str = typer.Option(None, "--horizon-from",
+                                     help="Road video / image glob from this camera: find the horizon row from "
+                                          "its lane lines (perception.geometry.horizon) and set the pitch from it."),
     yaw_deg: float = typer.Option(0.0, "--yaw-deg", help="Assumed yaw (deg, 0 = forward, 90 = left)."),
 ) -> None:
     from perception.data.readers.common import DataError
@@ -50,14 +58,19 @@ def calibrate_command(
     paths = sorted((p for p in paths if Path(p).is_file()), key=natural_key)
     if not paths:
         fail(f"no files match {images!r}")
-    if horizon_row is not None and pitch_deg != 0.0:
-        fail("give --pitch-deg or --horizon-row, not both")
+    if sum([horizon_row is not None, horizon_from is not None, pitch_deg != 0.0]) > 1:
+        fail("give only one of --pitch-deg, --horizon-row and --horizon-from")
     try:
         with Progress(TextColumn("[bold]finding corners"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("", total=len(paths))
             result = calibrate_chessboard(paths, pat, square_size=square_size, name=name,
                                           progress=lambda p: bar.update(task, advance=1, description=Path(p).name))
+        if horizon_from is not None:
+            est = _horizon_from(horizon_from, result.camera)
+            horizon_row = est.row
+            console.print(f"horizon row {est.row:.1f} px from the lane lines of {est.images_used} of "
+                          f"{est.images_seen} frames (IQR {est.spread:.1f} px)", highlight=False)
         if horizon_row is not None:
             pitch_deg = pitch_from_horizon(result.camera.K, horizon_row)
         mount = camera_pose(forward, 0.0, height, math.radians(yaw_deg), pitch=math.radians(pitch_deg))
@@ -85,3 +98,13 @@ def calibrate_command(
     console.print(f"mount assumed: {height:.2f} m high, {forward:.2f} m ahead of the ego origin, "
                   f"pitch {pitch_deg:.2f} deg{' (from the horizon row)' if horizon_row is not None else ''}, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)", highlight=False)
     console.print(f"wrote {out}", highlight=False)
+
+
+def _horizon_from(source: str, camera: "Camera") -> "HorizonEstimate":
+    """Horizon estimate over up to 300 frames spread over ``source`` (video, folder or glob)."""
+    from perception.data.readers.video import VideoReader
+    from perception.geometry.horizon import estimate_horizon_row
+
+    reader = VideoReader(source, camera)
+    reader.stride = max(1, reader.frame_count // 300)
+    return estimate_horizon_row((s.images[0] for s in reader), camera)

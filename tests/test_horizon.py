@@ -1,0 +1,74 @@
+"""Horizon row (camera pitch) from lane lines: drawn roads with a known vanishing point, and
+the shared dashcam stills against the hand-measured vanishing point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from perception.cli import app
+from perception.geometry import Rig
+from perception.geometry.horizon import estimate_horizon_row, horizon_row_in_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def road_image(vp_row: float, vp_col: float = 640.0, w: int = 1280, h: int = 720, dashed: bool = False,
+               seed: int = 0) -> np.ndarray:
+    """A grey road with a solid yellow left line and a white right line meeting at (vp_col, vp_row)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 90, np.uint8)
+    img[: int(vp_row)] = (140, 170, 210)                                     # sky
+    img = np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+    for x_bottom, colour in ((150.0, (230, 200, 40)), (1150.0, (240, 240, 240))):
+        for t0 in np.arange(0.0, 0.97, 0.08 if dashed else 0.97):
+            t1 = t0 + (0.05 if dashed else 0.97)
+            p0 = (x_bottom + (vp_col - x_bottom) * t0, h - 1 + (vp_row - h + 1) * t0)
+            p1 = (x_bottom + (vp_col - x_bottom) * t1, h - 1 + (vp_row - h + 1) * t1)
+            cv2.line(img, tuple(int(round(v)) for v in p0), tuple(int(round(v)) for v in p1), colour, 6)
+    return img
+
+
+@pytest.mark.parametrize("vp_row", [330.0, 388.0, 424.0])
+@pytest.mark.parametrize("dashed", [False, True])
+def test_vanishing_row_of_a_drawn_road(vp_row: float, dashed: bool) -> None:
+    row = horizon_row_in_image(road_image(vp_row, dashed=dashed))
+    assert row == pytest.approx(vp_row, abs=3.0)
+
+
+def test_median_over_frames_ignores_an_outlier_frame() -> None:
+    frames = [road_image(424.0, seed=i) for i in range(4)] + [road_image(340.0, seed=9)]
+    est = estimate_horizon_row(frames)
+    assert est.row == pytest.approx(424.0, abs=3.0)
+    assert (est.images_used, est.images_seen) == (5, 5)
+
+
+def test_no_lane_lines_is_a_clear_error() -> None:
+    blank = np.full((360, 640, 3), 100, np.uint8)
+    assert horizon_row_in_image(blank) is None
+    with pytest.raises(ValueError, match="no lane lines found in 2 image"):
+        estimate_horizon_row([blank, blank])
+
+
+def test_shared_dashcam_stills_agree_with_the_hand_measurement(shared_data: Path) -> None:
+    cam = Rig.load(ROOT / "data" / "rigs" / "dashcam_1280x720.yaml")[0]
+    stills = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+              for p in sorted((shared_data / "dashcam" / "test_images").glob("*.jpg"))]
+    est = estimate_horizon_row(stills, cam)
+    # lane lines picked by hand (undistorted): ~418 in test1.jpg, ~430 in test_video.mp4 frame 0
+    assert 415 <= est.row <= 432 and est.images_used >= 5 and est.spread < 8
+
+
+def test_calibrate_horizon_from_sets_the_pitch(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cam.yaml"
+    res = CliRunner().invoke(app, ["calibrate", "--images", str(shared_data / "dashcam" / "camera_cal" / "*.jpg"),
+                                   "--out", str(out), "--horizon-from",
+                                   str(shared_data / "dashcam" / "test_images" / "*.jpg")])
+    assert res.exit_code == 0, res.output
+    assert "from the lane lines of 6 of 6 frames" in res.output
+    T = Rig.load(out)[0].T_ego_cam
+    assert T[2, 2] > 0.02          # the optical axis points slightly up (horizon below cy)
