@@ -10,7 +10,7 @@
   *measurement on road images* (a chessboard gives intrinsics only): 1.5 m ahead of the rear axle
   (windscreen of a sedan, assumed), looking forward. Pitch: ``--horizon-from
   dashcam/test_images/*.jpg`` finds the lane lines' vanishing point (undistorted) at row 422.6
-  (:mod:`perception.geometry.horizon`; 420.0 over ``test_video.mp4``), below cy = 388 px, so the
+  (:mod:`perception.geometry.horizon`; 420.4 over ``test_video.mp4``), below cy = 388 px, so the
   camera looks *up* by 1.7 deg. Height: with that pitch, the ego lane measured by inverse
   perspective mapping 8-23 m ahead in both images is 3.66 m (US highway lane) for a camera
   1.13-1.21 m above the road: 1.2 m. Until 2026-12-04 this rig had the pitch's sign wrong (1.5 deg
