@@ -95,8 +95,10 @@ def calibrate_command(
     worst = max(result.per_image_rms.items(), key=lambda kv: kv[1])
     console.print(f"per-image RMS {min(result.per_image_rms.values()):.2f}-{worst[1]:.2f} px "
                   f"(worst {Path(worst[0]).name})", highlight=False)
+    measured = " (from the horizon row)" if horizon_row is not None else ""
     console.print(f"mount assumed: {height:.2f} m high, {forward:.2f} m ahead of the ego origin, "
-                  f"pitch {pitch_deg:.2f} deg{' (from the horizon row)' if horizon_row is not None else ''}, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)", highlight=False)
+                  f"pitch {pitch_deg:.2f} deg{measured}, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)",
+                  highlight=False)
     console.print(f"wrote {out}", highlight=False)
 
 

@@ -47,8 +47,9 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def horizon_row_in_image(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.92)) -> float | None:
     """Row where the image's lane-line segments meet (None: no left/right pair found).
 
-    ``image``: an undistorted RGB (the project's convention) or grey frame; ``roi``: the band of rows (fractions of the
-    height) searched for lane segments, i.e. the road below the horizon and above the bonnet.
+    ``image``: an undistorted RGB (the project's convention) or grey frame; ``roi``: the band of
+    rows (fractions of the height) searched for lane segments: the road below the horizon and
+    above the bonnet.
     """
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
@@ -64,7 +65,7 @@ def horizon_row_in_image(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.9
     dx, dy = segs[:, 2] - segs[:, 0], segs[:, 3] - segs[:, 1]
     angle = np.degrees(np.arctan2(np.abs(dy), np.abs(dx)))
     keep = (angle >= MIN_ANGLE_DEG) & (angle <= MAX_ANGLE_DEG)
-    slope = np.where(dx != 0, dy / np.where(dx == 0, 1, dx), np.inf)
+    slope = dy / np.where(dx == 0, 1e-9, dx)      # vertical segments are dropped by the angle test
     length = np.hypot(dx, dy)
     left = keep & (slope < 0)     # rises to the right: the left lane line
     right = keep & (slope > 0)
