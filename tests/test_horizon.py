@@ -72,3 +72,52 @@ def test_calibrate_horizon_from_sets_the_pitch(shared_data: Path, tmp_path: Path
     assert "from the lane lines of 6 of 6 frames" in res.output
     T = Rig.load(out)[0].T_ego_cam
     assert T[2, 2] > 0.02          # the optical axis points slightly up (horizon below cy)
+
+
+def _road_video(path: Path, vp_row: float, frames: int = 8) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (1280, 720))
+    for i in range(frames):
+        vw.write(cv2.cvtColor(road_image(vp_row, dashed=bool(i % 2), seed=i), cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path
+
+
+def test_auto_pitch_of_an_uncalibrated_video(tmp_path: Path) -> None:
+    from perception.pipeline.runner import default_camera, estimate_pitch_from_lanes
+
+    cam = default_camera(1280, 720)                  # horizon at cy = 359.5 when level
+    pitch = estimate_pitch_from_lanes(str(_road_video(tmp_path / "up.mp4", 424.0)), cam)
+    assert pitch == pytest.approx(np.degrees(np.arctan2(359.5 - 424.0, cam.K[1, 1])), abs=0.2)
+    assert pitch < 0                                 # horizon below the centre: looking up
+    tilted = default_camera(1280, 720, pitch_deg=pitch)
+    assert tilted.T_ego_cam[2, 2] > 0.05             # the optical axis points up, as in the rig files
+
+
+def test_auto_pitch_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    from perception.pipeline.runner import default_camera, estimate_pitch_from_lanes
+
+    cam = default_camera(1280, 720)
+    blank = tmp_path / "blank.mp4"
+    vw = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (1280, 720))
+    for _ in range(5):
+        vw.write(np.full((720, 1280, 3), 100, np.uint8))
+    vw.release()
+    assert estimate_pitch_from_lanes(str(blank), cam) is None                       # no lane lines
+    assert estimate_pitch_from_lanes(str(_road_video(tmp_path / "steep.mp4", 650.0)), cam) is None  # > 8 deg
+    assert estimate_pitch_from_lanes(str(tmp_path / "missing.mp4"), cam) is None    # the run reports it
+
+
+def test_run_without_calib_tilts_the_default_camera(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    video = _road_video(tmp_path / "road.mp4", 424.0, frames=3)
+    args = ["run", "--source", str(video), "--model", "rep-n", "--size", "64x96", "--no-render", "--out"]
+    with caplog.at_level(logging.WARNING):
+        res = CliRunner().invoke(app, args + [str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "tilted 3.3 deg up (from the lane lines)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        res = CliRunner().invoke(app, args + [str(tmp_path / "b"), "--no-auto-pitch"])
+    assert res.exit_code == 0, res.output
+    assert "looking straight ahead" in caplog.text

@@ -117,11 +117,13 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
     return summary
 
 
-def single_camera_rig(source: str, calib: Path | None, camera: str | None):
-    """A one-camera rig for ``--source``: from ``--calib``, else the documented default camera."""
+def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_pitch: bool = False):
+    """A one-camera rig for ``--source``: from ``--calib``, else the documented default camera
+    (tilted by the lane lines' horizon with ``auto_pitch``, for video files and image folders)."""
     from perception.data.readers.video import load_camera
     from perception.geometry import CalibrationError, Rig
-    from perception.pipeline.runner import DEFAULT_HEIGHT_M, DEFAULT_HFOV_DEG, default_camera, probe_size
+    from perception.pipeline.runner import (DEFAULT_HEIGHT_M, DEFAULT_HFOV_DEG, default_camera,
+                                            estimate_pitch_from_lanes, probe_size)
     from perception.pipeline.sources import SourceError
 
     if calib is not None:
@@ -146,9 +148,16 @@ def single_camera_rig(source: str, calib: Path | None, camera: str | None):
     except SourceError as exc:
         fail(str(exc))
     cam = default_camera(w, h)
+    pitch = None
+    if auto_pitch and source_kind(source) in ("video", "images"):
+        pitch = estimate_pitch_from_lanes(source, cam)
+        if pitch is not None:
+            cam = default_camera(w, h, pitch_deg=pitch)
+    look = ("looking straight ahead" if pitch is None else
+            f"tilted {abs(pitch):.1f} deg {'down' if pitch >= 0 else 'up'} (from the lane lines)")
     log.warning("no --calib given: assuming a %dx%d camera with %.0f deg horizontal field of view, %.1f m above "
-                "the ground, looking straight ahead; distances are approximate (calibrate with `perception "
-                "calibrate`)", w, h, DEFAULT_HFOV_DEG, DEFAULT_HEIGHT_M)
+                "the ground, %s; distances are approximate (calibrate with `perception calibrate`)",
+                w, h, DEFAULT_HFOV_DEG, DEFAULT_HEIGHT_M, look)
     return Rig("dashcam", [cam])
 
 
@@ -159,6 +168,9 @@ def run_command(
     calib: Path = typer.Option(None, "--calib", "-c", help="Calibration YAML (camera or rig) for --source. "
                                "Without it: 60 deg horizontal FOV at 1.4 m height is assumed (warning)."),
     camera: str = typer.Option(None, "--camera-name", help="Which camera of a multi-camera --calib file."),
+    auto_pitch: bool = typer.Option(True, "--auto-pitch/--no-auto-pitch", help="Without --calib, on a video "
+                                    "file or image folder: tilt the assumed camera so that its horizon meets the "
+                                    "lane lines' vanishing point (kept level when the lanes are not clear)."),
     rig: Path = typer.Option(None, "--rig", "-r", help="Rig YAML with one 'source' per camera."),
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name or checkpoint path."),
     backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
@@ -195,5 +207,5 @@ def run_command(
         except CalibrationError as exc:
             fail(str(exc))
     else:
-        the_rig, sources = single_camera_rig(source, calib, camera), [source]
+        the_rig, sources = single_camera_rig(source, calib, camera, auto_pitch), [source]
     execute(the_rig, sources, opts, "run")
