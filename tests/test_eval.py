@@ -15,7 +15,8 @@ from perception.cli import app
 from perception.eval.bev import (BevEvaluator, BevObjects, OccupancyGrid, center_distance_ap, merge_objects,
                                  occupancy_from_points, occupancy_iou)
 from perception.eval.depth import DepthEvaluator, eigen_metrics
-from perception.eval.detection import DetectionEvaluator, ImageDetections, ap50, coco_ap, kitti_ap_r40
+from perception.eval.detection import (COCO_AREA_RANGES, DetectionEvaluator, ImageDetections, ap50, coco_ap,
+                                       kitti_ap_r40)
 
 runner = CliRunner()
 CLS = ("car", "truck", "bus", "pedestrian", "cyclist")
@@ -129,14 +130,12 @@ def _random_images(seed: int, n: int = 25, classes: int = 3) -> list[ImageDetect
     return out
 
 
-def test_coco_map_matches_reference_implementation():
+def _coco_reference_stats(images: list[ImageDetections], C: int) -> np.ndarray:
+    """faster-coco-eval's 12 summary numbers (AP, AP50, AP75, AP small/medium/large, ...)."""
     try:
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError:
         pytest.skip("faster-coco-eval is not installed (pip install -e '.[dev]'): no COCO reference to compare with")
-    images = _random_images(0)
-    C = 3
-    res = coco_ap(images, C)
     gt = {"images": [{"id": i + 1, "width": 300, "height": 300} for i in range(len(images))],
           "categories": [{"id": c + 1, "name": str(c)} for c in range(C)], "annotations": []}
     dts = []
@@ -153,9 +152,42 @@ def test_coco_map_matches_reference_implementation():
     E.evaluate()
     E.accumulate()
     E.summarize()
-    assert np.nanmean(res["ap"].mean(1)) == pytest.approx(E.stats[0], abs=1e-6)
-    assert np.nanmean(res["ap"][:, 0]) == pytest.approx(E.stats[1], abs=1e-6)
-    assert 0.05 < E.stats[0] < 0.95  # a non-trivial case
+    return np.asarray(E.stats)
+
+
+def test_coco_map_matches_reference_implementation():
+    images = _random_images(0)
+    res = coco_ap(images, 3)
+    stats = _coco_reference_stats(images, 3)
+    assert np.nanmean(res["ap"].mean(1)) == pytest.approx(stats[0], abs=1e-6)
+    assert np.nanmean(res["ap"][:, 0]) == pytest.approx(stats[1], abs=1e-6)
+    assert 0.05 < stats[0] < 0.95  # a non-trivial case
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coco_ap_by_area_matches_reference_implementation(seed: int):
+    images = _random_images(seed, n=40)
+    for im in images:                      # boxes of 10-160 px a side: areas in all three ranges
+        im.gt_boxes *= 2.0
+        im.boxes *= 2.0
+    stats = _coco_reference_stats(images, 3)
+    for k, (size, rng) in enumerate(COCO_AREA_RANGES.items()):
+        res = coco_ap(images, 3, area_rng=rng)
+        assert res["num_gt"].sum() > 5, size
+        assert np.nanmean(res["ap"].mean(1)) == pytest.approx(stats[3 + k], abs=1e-6), size
+
+
+def test_by_size_ignores_objects_of_other_sizes():
+    big, tiny = [0, 0, 100, 100], [200, 200, 210, 208]
+    only_big = img([big, tiny], [0, 0], [big], [0.9], [0])      # the tiny car is missed
+    det = DetectionEvaluator(("car",))
+    det.add(only_big)
+    m = det.compute()
+    assert m["ap50"]["car"] == pytest.approx(0.5, abs=0.01)     # half the cars found overall
+    assert m["by_size"]["large"]["ap50"]["car"] == pytest.approx(1.0)
+    assert m["by_size"]["small"]["ap50"]["car"] == pytest.approx(0.0)
+    assert m["by_size"]["medium"]["ap50"]["car"] is None        # no medium car: left out
+    assert m["by_size"]["small"]["num_gt"]["car"] == 1
 
 
 # ---------------------------------------------------------------------------- depth
@@ -381,6 +413,7 @@ def test_eval_cli_synth_end_to_end(tmp_path):
     assert m["meta"]["seed"] == 90000 and m["meta"]["backend"] == "torch"
     report = (out / "report.md").read_text()
     assert "## 2D detection" in report and "## Depth" in report and "qualitative.png" in report
+    assert "| small |" in report and set(m["detection"]["by_size"]) == {"small", "medium", "large"}
     assert (out / "qualitative.png").stat().st_size > 1000
 
 

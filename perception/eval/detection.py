@@ -15,7 +15,10 @@ boxes behave like COCO "crowd" regions (IoU = intersection / detection area, may
 number of detections, which then count neither as true nor as false positives). Precision is
 made monotone and read at 101 recall points 0, 0.01, ..., 1. ``ap50`` is that AP at IoU 0.5;
 ``coco_map`` the mean over IoU 0.50:0.05:0.95 and over classes. Classes without any
-(non-ignored) ground truth are left out of the means (as COCO does).
+(non-ignored) ground truth are left out of the means (as COCO does). ``by_size`` repeats AP50
+and COCO mAP for COCO's area ranges (``COCO_AREA_RANGES``: small < 32², medium 32²-96², large
+> 96² px, box area in original-image pixels): ground truth outside the range is ignored (it may
+absorb one detection, which then counts neither way) and so are unmatched detections outside it.
 
 KITTI (:func:`kitti_ap_r40`) follows the matching rules of the KITTI object devkit
 (``evaluate_object.cpp`` / ``kitti_object_eval_python``): per difficulty Easy/Moderate/Hard,
@@ -44,12 +47,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = ["ImageDetections", "box_iou", "box_ioa", "coco_ap", "ap50", "kitti_ap_r40", "DetectionEvaluator",
-           "COCO_IOU_THRESHOLDS", "COCO_RECALL_POINTS", "KITTI_DIFFICULTIES", "KITTI_MIN_HEIGHT",
+           "COCO_IOU_THRESHOLDS", "COCO_RECALL_POINTS", "COCO_AREA_RANGES", "KITTI_DIFFICULTIES", "KITTI_MIN_HEIGHT",
            "KITTI_MAX_OCCLUSION", "KITTI_MAX_TRUNCATION", "KITTI_IOU"]
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COCO_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 COCO_MAX_DETS = 100
+COCO_AREA_RANGES = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, 1e10)}
 
 KITTI_DIFFICULTIES = ("easy", "moderate", "hard")
 KITTI_MIN_HEIGHT = (40.0, 25.0, 25.0)
@@ -132,15 +136,20 @@ def box_ioa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- COCO
-def _coco_image_class(img: ImageDetections, cls: int, iou_thrs: np.ndarray, max_dets: int
+def _coco_image_class(img: ImageDetections, cls: int, iou_thrs: np.ndarray, max_dets: int,
+                      area_rng: tuple[float, float] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """pycocotools ``evaluateImg`` for one image and class: (scores [D], matched [T, D],
-    ignored [T, D], number of non-ignored ground truth)."""
+    ignored [T, D], number of non-ignored ground truth). ``area_rng`` (lo, hi): ground truth
+    outside it is ignored but matchable once, unmatched detections outside it are ignored."""
     gmask = (img.gt_labels == cls) | ((img.gt_labels < 0) & img.gt_ignore)
     g = img.gt_boxes[gmask]
-    gig = img.gt_ignore[gmask]
+    crowd = img.gt_ignore[gmask]                 # ignore regions: COCO "crowd" semantics
+    out_g = np.zeros(len(g), bool) if area_rng is None else \
+        ~crowd & ((_area(g) < area_rng[0]) | (_area(g) > area_rng[1]))
+    gig = crowd | out_g
     order_g = np.argsort(gig, kind="mergesort")  # non-ignored first
-    g, gig = g[order_g], gig[order_g]
+    g, gig, crowd, out_g = g[order_g], gig[order_g], crowd[order_g], out_g[order_g]
     dmask = img.labels == cls
     d, s = img.boxes[dmask], img.scores[dmask]
     order_d = np.argsort(-s, kind="mergesort")[:max_dets]
@@ -149,24 +158,30 @@ def _coco_image_class(img: ImageDetections, cls: int, iou_thrs: np.ndarray, max_
     matched = np.zeros((T, D), bool)
     ignored = np.zeros((T, D), bool)
     npos = int((~gig).sum())
-    if D == 0 or G == 0:
-        return s, matched, ignored, npos
-    ious = np.where(gig[None, :], box_ioa(d, g), box_iou(d, g))  # crowd: intersection / det area
-    taken = np.zeros((T, G), bool)  # only non-crowd ground truth can be taken
-    thr = np.minimum(iou_thrs, 1 - 1e-10)[:, None]
-    rev = np.arange(G)[::-1]
-    for j in range(D):
-        ok = ious[j][None, :] >= thr                                   # [T, G]
-        cand = ok & ~taken & ~gig[None, :]
-        crowd = ok & gig[None, :]
-        has = cand.any(1)
-        has_c = crowd.any(1) & ~has
-        # highest IoU (COCO keeps the last of equal IoUs: argmax over the reversed order)
-        best = G - 1 - np.argmax(np.where(cand, ious[j][None, :], -1.0)[:, rev], axis=1)
-        matched[has, j] = True
-        taken[np.nonzero(has)[0], best[has]] = True
-        matched[has_c, j] = True
-        ignored[has_c, j] = True
+    if D and G:
+        ious = np.where(crowd[None, :], box_ioa(d, g), box_iou(d, g))  # crowd: intersection / det area
+        taken = np.zeros((T, G), bool)  # crowd regions are never taken
+        thr = np.minimum(iou_thrs, 1 - 1e-10)[:, None]
+        rev = np.arange(G)[::-1]
+        for j in range(D):
+            ok = ious[j][None, :] >= thr                                   # [T, G]
+            cand = ok & ~taken & ~gig[None, :]
+            has = cand.any(1)
+            # ignored ground truth (crowd, or outside the area range and not yet taken) only when
+            # no real one matches; the detection then counts neither way
+            icand = ok & ~has[:, None] & (crowd[None, :] | (out_g[None, :] & ~taken))
+            has_i = icand.any(1)
+            # highest IoU (COCO keeps the last of equal IoUs: argmax over the reversed order)
+            best = G - 1 - np.argmax(np.where(cand, ious[j][None, :], -1.0)[:, rev], axis=1)
+            best_i = G - 1 - np.argmax(np.where(icand, ious[j][None, :], -1.0)[:, rev], axis=1)
+            matched[has, j] = True
+            taken[np.nonzero(has)[0], best[has]] = True
+            matched[has_i, j] = True
+            ignored[has_i, j] = True
+            taken[np.nonzero(has_i)[0], best_i[has_i]] = True
+    if area_rng is not None and D:
+        out_d = (_area(d) < area_rng[0]) | (_area(d) > area_rng[1])
+        ignored |= ~matched & out_d[None, :]
     return s, matched, ignored, npos
 
 
@@ -195,8 +210,9 @@ def _pr_101(scores: np.ndarray, matched: np.ndarray, ignored: np.ndarray, npos: 
 
 
 def coco_ap(images: Sequence[ImageDetections], num_classes: int, iou_thrs: np.ndarray = COCO_IOU_THRESHOLDS,
-            max_dets: int = COCO_MAX_DETS) -> dict[str, np.ndarray]:
-    """COCO bbox AP per class and IoU threshold.
+            max_dets: int = COCO_MAX_DETS, area_rng: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    """COCO bbox AP per class and IoU threshold (``area_rng``: only boxes of that pixel area,
+    e.g. ``COCO_AREA_RANGES["small"]``).
 
     Returns ``ap`` [C, T] (NaN for classes without ground truth), ``precision`` [C, T, 101]
     (interpolated precision at the recall points), ``recall`` [C, T] (final recall) and
@@ -209,7 +225,7 @@ def coco_ap(images: Sequence[ImageDetections], num_classes: int, iou_thrs: np.nd
     rec = np.zeros((C, T))
     num_gt = np.zeros(C, np.int64)
     for c in range(C):
-        parts = [_coco_image_class(img, c, iou_thrs, max_dets) for img in images]
+        parts = [_coco_image_class(img, c, iou_thrs, max_dets, area_rng) for img in images]
         npos = sum(p[3] for p in parts)
         num_gt[c] = npos
         if npos == 0:
@@ -369,7 +385,8 @@ class DetectionEvaluator:
 
     def compute(self) -> dict:
         """``{"ap50": {cls: v}, "map50": v, "coco_map": v, "kitti_ap_r40": {cls: {easy, moderate,
-        hard}}, "coco_ap": {cls: v}, "num_gt": {cls: n}}``; classes without ground truth get
+        hard}}, "coco_ap": {cls: v}, "num_gt": {cls: n}, "by_size": {small|medium|large: {map50,
+        coco_map, ap50: {cls: v}, num_gt: {cls: n}}}}``; classes without ground truth get
         ``None`` (JSON null) and are left out of the means."""
         C = len(self.classes)
         res = coco_ap(self.images, C)
@@ -378,6 +395,12 @@ class DetectionEvaluator:
                    "num_gt": res["num_gt"]}
         kitti = kitti_ap_r40(self.images, self.classes)
         ap50_c = {n: _num(ap[c, 0]) for c, n in enumerate(self.classes)}
+        by_size = {}
+        for size, rng in COCO_AREA_RANGES.items():
+            r = coco_ap(self.images, C, area_rng=rng)
+            by_size[size] = {"map50": _num(_nanmean(r["ap"][:, 0])), "coco_map": _num(_nanmean(r["ap"].mean(1))),
+                             "ap50": {n: _num(r["ap"][c, 0]) for c, n in enumerate(self.classes)},
+                             "num_gt": {n: int(r["num_gt"][c]) for c, n in enumerate(self.classes)}}
         return {
             "ap50": ap50_c,
             "map50": _num(_nanmean(ap[:, 0])),
@@ -385,6 +408,7 @@ class DetectionEvaluator:
             "kitti_ap_r40": {n: {d: _num(v) for d, v in kitti[n].items()} for n in self.classes},
             "coco_ap": {n: _num(float(np.mean(ap[c]))) for c, n in enumerate(self.classes)},
             "num_gt": {n: int(res["num_gt"][c]) for c, n in enumerate(self.classes)},
+            "by_size": by_size,
         }
 
 

@@ -150,6 +150,17 @@ def _detection_table(det: dict) -> list[str]:
                      f"{_fmt(det.get('coco_ap', {}).get(name), True)} | {_fmt(k.get('easy'), True)} | "
                      f"{_fmt(k.get('moderate'), True)} | {_fmt(k.get('hard'), True)} |")
     lines += ["", "Classes without ground truth show –; they are left out of the means.", ""]
+    by_size = det.get("by_size")
+    if by_size:
+        names = list(det.get("ap50", {}))
+        lines += ["By object size (COCO area ranges in original-image pixels: small < 32², medium 32²-96², "
+                  "large > 96²): AP50 per class (GT count).", "",
+                  "| size | mAP50 | COCO mAP | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+        for size, v in by_size.items():
+            cells = [f"{_fmt(v['ap50'].get(n), True)} ({v['num_gt'].get(n, 0)})" for n in names]
+            lines.append(f"| {size} | {_fmt(v.get('map50'), True)} | {_fmt(v.get('coco_map'), True)} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
