@@ -12,8 +12,8 @@ calibration file (for the shared dashcam, pitch and height are measured on lane 
 docs/geometry.md).
 
 ``--uncalibrated`` measures what `perception run --source VIDEO` gives without ``--calib``: the
-same clip through the assumed default camera, level (``--no-auto-pitch``) and tilted by the lane
-lines' horizon (the default), against the calibrated ground distances of the same boxes (the
+same clip through the assumed default camera, level at 1.4 m (``--no-auto-mount``) and with the
+pitch and height measured on the lane lines (the default), against the calibrated ground distances of the same boxes (the
 network sees the same raw frames, so the boxes pair one to one).
 """
 
@@ -52,8 +52,8 @@ class _CarEstimates:
 
 
 def _car_estimates(model: str, size: tuple[int, int], video: Path, calib: Path | None, min_score: float,
-                   auto_pitch: bool = False) -> _CarEstimates:
-    rig = single_camera_rig(str(video), calib, None, auto_pitch)
+                   auto_mount: bool = False) -> _CarEstimates:
+    rig = single_camera_rig(str(video), calib, None, auto_mount)
     with tempfile.TemporaryDirectory() as tmp:
         p = Pipeline(rig, [str(video)], PipelineOptions(model=model, size=size, out=Path(tmp), render=False,
                                                        device="cpu", score_thresh=min_score))
@@ -77,14 +77,14 @@ def distance_ratios(model: str, size: tuple[int, int], video: Path, calib: Path,
 
 def uncalibrated_ratios(model: str, size: tuple[int, int], video: Path, calib: Path, min_score: float = 0.5,
                         near: float = 3.0, far: float = 60.0) -> dict:
-    """Distances of the uncalibrated default camera (level and auto-pitched) over the calibrated
+    """Distances of the uncalibrated default camera (level, and measured on the lanes) over the calibrated
     ground distance of the same car boxes (quartiles of the ratio; 1 is right)."""
     ref = _car_estimates(model, size, video, calib, min_score)
     ref_ground = {tuple(k): r[2] for k, r in zip(ref.keys, ref.rows)}
     out = {"model": model, "size": f"{size[0]}x{size[1]}", "video": video.name}
     q = lambda v: [round(float(x), 3) for x in np.nanpercentile(v, [25, 50, 75])]  # noqa: E731
-    for name, auto in (("level", False), ("auto_pitch", True)):
-        rec = _car_estimates(model, size, video, None, min_score, auto_pitch=auto)
+    for name, auto in (("level", False), ("auto_mount", True)):
+        rec = _car_estimates(model, size, video, None, min_score, auto_mount=auto)
         pairs = [(ref_ground[tuple(k)], r) for k, r in zip(rec.keys, rec.rows) if tuple(k) in ref_ground]
         g = np.array([p[0] for p in pairs], float)
         a = np.array([p[1] for p in pairs], float).reshape(-1, 4)
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=SHARED / "dashcam" / "test_video.mp4")
     ap.add_argument("--calib", type=Path, default=Path(__file__).resolve().parents[1] / "data/rigs/dashcam_1280x720.yaml")
     ap.add_argument("--uncalibrated", action="store_true", help="the default camera without --calib, level and "
-                    "auto-pitched, against the calibrated ground distances")
+                    "auto-mounted, against the calibrated ground distances")
     a = ap.parse_args()
     for s in a.size or ["224x384"]:
         h, w = (int(v) for v in s.split("x"))

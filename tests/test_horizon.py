@@ -82,19 +82,32 @@ def _road_video(path: Path, vp_row: float, frames: int = 8) -> Path:
     return path
 
 
-def test_auto_pitch_of_an_uncalibrated_video(tmp_path: Path) -> None:
-    from perception.pipeline.runner import default_camera, estimate_pitch_from_lanes
+def _drawn_road_height(vp_row: float, lane_width: float = 3.5, row: float = 662.0) -> float:
+    """Camera height at which road_image's ego lane is ``lane_width`` wide between the lines'
+    inner edges (6 px lines from x 150 and 1150 at the bottom row to x 640 at the vanishing point;
+    a level pinhole sees a ground point X m aside at x - cx = X (y - vp_row) / h)."""
+    t = (719.0 - row) / (719.0 - vp_row)
+    x_left, x_right = 150 + (640 - 150) * t + 3, 1150 - (1150 - 640) * t - 3
+    return lane_width * (row - vp_row) / (x_right - x_left)
+
+
+def test_auto_mount_of_an_uncalibrated_video(tmp_path: Path) -> None:
+    from perception.pipeline.runner import default_camera, estimate_mount_from_lanes
 
     cam = default_camera(1280, 720)                  # horizon at cy = 359.5 when level
-    pitch = estimate_pitch_from_lanes(str(_road_video(tmp_path / "up.mp4", 424.0)), cam)
-    assert pitch == pytest.approx(np.degrees(np.arctan2(359.5 - 424.0, cam.K[1, 1])), abs=0.2)
-    assert pitch < 0                                 # horizon below the centre: looking up
-    tilted = default_camera(1280, 720, pitch_deg=pitch)
+    mount = estimate_mount_from_lanes(str(_road_video(tmp_path / "up.mp4", 424.0)), cam)
+    assert mount is not None
+    assert mount.pitch_deg == pytest.approx(np.degrees(np.arctan2(359.5 - 424.0, cam.K[1, 1])), abs=0.2)
+    assert mount.pitch_deg < 0                       # horizon below the centre: looking up
+    assert mount.height_m == pytest.approx(_drawn_road_height(424.0), rel=0.05)     # ~0.82 m
+    tilted = default_camera(1280, 720, pitch_deg=mount.pitch_deg)
     assert tilted.T_ego_cam[2, 2] > 0.05             # the optical axis points up, as in the rig files
+    narrow = estimate_mount_from_lanes(str(tmp_path / "up.mp4"), cam, lane_width_m=2.8)
+    assert narrow.height_m == pytest.approx(mount.height_m * 2.8 / 3.5, rel=1e-6)
 
 
-def test_auto_pitch_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
-    from perception.pipeline.runner import default_camera, estimate_pitch_from_lanes
+def test_auto_mount_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    from perception.pipeline.runner import default_camera, estimate_mount_from_lanes
 
     cam = default_camera(1280, 720)
     blank = tmp_path / "blank.mp4"
@@ -102,12 +115,15 @@ def test_auto_pitch_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
     for _ in range(5):
         vw.write(np.full((720, 1280, 3), 100, np.uint8))
     vw.release()
-    assert estimate_pitch_from_lanes(str(blank), cam) is None                       # no lane lines
-    assert estimate_pitch_from_lanes(str(_road_video(tmp_path / "steep.mp4", 650.0)), cam) is None  # > 8 deg
-    assert estimate_pitch_from_lanes(str(tmp_path / "missing.mp4"), cam) is None    # the run reports it
+    assert estimate_mount_from_lanes(str(blank), cam) is None                       # no lane lines
+    assert estimate_mount_from_lanes(str(_road_video(tmp_path / "steep.mp4", 650.0)), cam) is None  # > 8 deg
+    assert estimate_mount_from_lanes(str(tmp_path / "missing.mp4"), cam) is None    # the run reports it
+    # a lane so narrow that the camera would be 0.5 m high: pitch kept, height not trusted
+    low = estimate_mount_from_lanes(str(_road_video(tmp_path / "low.mp4", 424.0)), cam, lane_width_m=2.0)
+    assert low is not None and low.height_m is None
 
 
-def test_run_without_calib_tilts_the_default_camera(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_run_without_calib_measures_the_mount(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
     video = _road_video(tmp_path / "road.mp4", 424.0, frames=3)
@@ -115,9 +131,32 @@ def test_run_without_calib_tilts_the_default_camera(tmp_path: Path, caplog: pyte
     with caplog.at_level(logging.WARNING):
         res = CliRunner().invoke(app, args + [str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
-    assert "tilted 3.3 deg up (from the lane lines)" in caplog.text
+    assert "(from the lane width), tilted 3.3 deg up (from the lane lines)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        res = CliRunner().invoke(app, args + [str(tmp_path / "b"), "--no-auto-pitch"])
+        res = CliRunner().invoke(app, args + [str(tmp_path / "b"), "--no-auto-mount"])
     assert res.exit_code == 0, res.output
-    assert "looking straight ahead" in caplog.text
+    assert "1.40 m above the ground (assumed), looking straight ahead" in caplog.text
+
+
+def test_shared_dashcam_height_from_the_lane_width(shared_data: Path) -> None:
+    """The rig's 1.2 m was measured by hand on the same stills (data/rigs/make_rigs.py)."""
+    from perception.geometry.horizon import camera_height_from_lanes
+
+    cam = Rig.load(ROOT / "data" / "rigs" / "dashcam_1280x720.yaml")[0]
+    stills = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+              for p in sorted((shared_data / "dashcam" / "test_images").glob("*.jpg"))]
+    h = camera_height_from_lanes(cam, estimate_horizon_row(stills, cam).observations)
+    assert h is not None and h.images_used >= 5 and 1.05 <= h.height <= 1.3
+
+
+def test_calibrate_lane_width_sets_the_height(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cam.yaml"
+    res = CliRunner().invoke(app, ["calibrate", "--images", str(shared_data / "dashcam" / "camera_cal" / "*.jpg"),
+                                   "--out", str(out), "--horizon-from",
+                                   str(shared_data / "dashcam" / "test_images" / "*.jpg"), "--lane-width", "3.5"])
+    assert res.exit_code == 0, res.output
+    assert "(from the lane width)" in res.output
+    assert 1.05 <= Rig.load(out)[0].T_ego_cam[2, 3] <= 1.3
+    bad = CliRunner().invoke(app, ["calibrate", "--images", "x*.jpg", "--out", str(out), "--lane-width", "3.5"])
+    assert bad.exit_code == 1 and "--lane-width needs --horizon-from" in bad.output

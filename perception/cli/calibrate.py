@@ -35,6 +35,9 @@ def calibrate_command(
     horizon_from: str = typer.Option(None, "--horizon-from",
                                      help="Road video / image glob from this camera: find the horizon row from "
                                           "its lane lines (perception.geometry.horizon) and set the pitch from it."),
+    lane_width: float = typer.Option(None, "--lane-width",
+                                     help="With --horizon-from: measure the height instead of --height from the ego "
+                                          "lane, this many metres between the inner edges of its lines (e.g. 3.5)."),
     yaw_deg: float = typer.Option(0.0, "--yaw-deg", help="Assumed yaw (deg, 0 = forward, 90 = left)."),
 ) -> None:
     from perception.data.readers.common import DataError
@@ -47,6 +50,10 @@ def calibrate_command(
         fail(str(exc))
     if square_size <= 0:
         fail(f"--square-size must be positive, got {square_size}")
+    if sum([horizon_row is not None, horizon_from is not None, pitch_deg != 0.0]) > 1:
+        fail("give only one of --pitch-deg, --horizon-row and --horizon-from")
+    if lane_width is not None and (horizon_from is None or not 2.0 <= lane_width <= 5.0):
+        fail("--lane-width needs --horizon-from and a lane of 2-5 m (between the inner edges of its lines)")
     from perception.data.readers.video import natural_key
 
     if any(c in images for c in "*?["):
@@ -58,8 +65,6 @@ def calibrate_command(
     paths = sorted((p for p in paths if Path(p).is_file()), key=natural_key)
     if not paths:
         fail(f"no files match {images!r}")
-    if sum([horizon_row is not None, horizon_from is not None, pitch_deg != 0.0]) > 1:
-        fail("give only one of --pitch-deg, --horizon-row and --horizon-from")
     try:
         with Progress(TextColumn("[bold]finding corners"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -73,6 +78,8 @@ def calibrate_command(
                           f"{est.images_seen} frames (IQR {est.spread:.1f} px)", highlight=False)
         if horizon_row is not None:
             pitch_deg = pitch_from_horizon(result.camera.K, horizon_row)
+        if lane_width is not None:
+            height = _height_from_lanes(result.camera, est, pitch_deg, lane_width)
         mount = camera_pose(forward, 0.0, height, math.radians(yaw_deg), pitch=math.radians(pitch_deg))
         result.camera = dataclasses.replace(result.camera, T_ego_cam=mount)
         result.rig(name=out.stem).save(out)
@@ -96,10 +103,25 @@ def calibrate_command(
     console.print(f"per-image RMS {min(result.per_image_rms.values()):.2f}-{worst[1]:.2f} px "
                   f"(worst {Path(worst[0]).name})", highlight=False)
     measured = " (from the horizon row)" if horizon_row is not None else ""
-    console.print(f"mount assumed: {height:.2f} m high, {forward:.2f} m ahead of the ego origin, "
+    high = " (from the lane width)" if lane_width is not None else ""
+    console.print(f"mount assumed: {height:.2f} m high{high}, {forward:.2f} m ahead of the ego origin, "
                   f"pitch {pitch_deg:.2f} deg{measured}, yaw {yaw_deg:.1f} deg (edit T_ego_cam if yours differs)",
                   highlight=False)
     console.print(f"wrote {out}", highlight=False)
+
+
+def _height_from_lanes(camera: "Camera", est: "HorizonEstimate", pitch_deg: float, lane_width: float) -> float:
+    """Camera height from the ego lane's apparent width in the ``--horizon-from`` frames."""
+    from perception.geometry import camera_pose
+    from perception.geometry.horizon import camera_height_from_lanes
+
+    tilted = dataclasses.replace(camera, T_ego_cam=camera_pose(0.0, 0.0, 1.0, 0.0, pitch=math.radians(pitch_deg)))
+    h = camera_height_from_lanes(tilted, est.observations, lane_width)
+    if h is None:
+        raise ValueError("--lane-width: no frame shows both lines of the ego lane; give --height instead")
+    console.print(f"height {h.height:.2f} m from the {lane_width:.2f} m ego lane in {h.images_used} frames "
+                  f"(IQR {h.spread:.2f} m)", highlight=False)
+    return h.height
 
 
 def _horizon_from(source: str, camera: "Camera") -> "HorizonEstimate":

@@ -117,13 +117,14 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
     return summary
 
 
-def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_pitch: bool = False):
+def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_mount: bool = False):
     """A one-camera rig for ``--source``: from ``--calib``, else the documented default camera
-    (tilted by the lane lines' horizon with ``auto_pitch``, for video files and image folders)."""
+    (with ``auto_mount``, for video files and image folders: pitch and height measured on the
+    lane lines where they are clear)."""
     from perception.data.readers.video import load_camera
     from perception.geometry import CalibrationError, Rig
     from perception.pipeline.runner import (DEFAULT_HEIGHT_M, DEFAULT_HFOV_DEG, default_camera,
-                                            estimate_pitch_from_lanes, probe_size)
+                                            estimate_mount_from_lanes, probe_size)
     from perception.pipeline.sources import SourceError
 
     if calib is not None:
@@ -148,16 +149,18 @@ def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_
     except SourceError as exc:
         fail(str(exc))
     cam = default_camera(w, h)
-    pitch = None
-    if auto_pitch and source_kind(source) in ("video", "images"):
-        pitch = estimate_pitch_from_lanes(source, cam)
-        if pitch is not None:
-            cam = default_camera(w, h, pitch_deg=pitch)
-    look = ("looking straight ahead" if pitch is None else
+    mount = None
+    if auto_mount and source_kind(source) in ("video", "images"):
+        mount = estimate_mount_from_lanes(source, cam)
+    pitch = 0.0 if mount is None else mount.pitch_deg
+    height = DEFAULT_HEIGHT_M if mount is None or mount.height_m is None else mount.height_m
+    cam = default_camera(w, h, height_m=height, pitch_deg=pitch)
+    look = ("looking straight ahead" if mount is None else
             f"tilted {abs(pitch):.1f} deg {'down' if pitch >= 0 else 'up'} (from the lane lines)")
-    log.warning("no --calib given: assuming a %dx%d camera with %.0f deg horizontal field of view, %.1f m above "
-                "the ground, %s; distances are approximate (calibrate with `perception calibrate`)",
-                w, h, DEFAULT_HFOV_DEG, DEFAULT_HEIGHT_M, look)
+    where = "assumed" if mount is None or mount.height_m is None else "from the lane width"
+    log.warning("no --calib given: assuming a %dx%d camera with %.0f deg horizontal field of view, %.2f m above "
+                "the ground (%s), %s; distances are approximate (calibrate with `perception calibrate`)",
+                w, h, DEFAULT_HFOV_DEG, height, where, look)
     return Rig("dashcam", [cam])
 
 
@@ -168,9 +171,9 @@ def run_command(
     calib: Path = typer.Option(None, "--calib", "-c", help="Calibration YAML (camera or rig) for --source. "
                                "Without it: 60 deg horizontal FOV at 1.4 m height is assumed (warning)."),
     camera: str = typer.Option(None, "--camera-name", help="Which camera of a multi-camera --calib file."),
-    auto_pitch: bool = typer.Option(True, "--auto-pitch/--no-auto-pitch", help="Without --calib, on a video "
-                                    "file or image folder: tilt the assumed camera so that its horizon meets the "
-                                    "lane lines' vanishing point (kept level when the lanes are not clear)."),
+    auto_mount: bool = typer.Option(True, "--auto-mount/--no-auto-mount", help="Without --calib, on a video "
+                                    "file or image folder: measure the assumed camera's pitch (lane lines' "
+                                    "vanishing point) and height (ego lane 3.5 m wide) where the lanes are clear."),
     rig: Path = typer.Option(None, "--rig", "-r", help="Rig YAML with one 'source' per camera."),
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name or checkpoint path."),
     backend: str = typer.Option("torch", "--backend", help="torch, torch-compile, cuda-graph, onnx or tensorrt."),
@@ -207,5 +210,5 @@ def run_command(
         except CalibrationError as exc:
             fail(str(exc))
     else:
-        the_rig, sources = single_camera_rig(source, calib, camera, auto_pitch), [source]
+        the_rig, sources = single_camera_rig(source, calib, camera, auto_mount), [source]
     execute(the_rig, sources, opts, "run")

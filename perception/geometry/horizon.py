@@ -10,12 +10,16 @@ Hough segments, left-leaning and right-leaning segments at 20-70 degrees from ho
 length-weighted median row of the intersections of every left/right pair that meet inside the
 image's width. Over a clip, the median of the per-image rows: curves, hills and lane changes move
 single frames, not the median. Straight highway footage works best.
+
+The same lines give the camera's height (:func:`camera_height_from_lanes`): once the pitch is
+known, the ego lane's apparent width at a given row fixes the scale, given the lane's real
+width (3.5 m between the inner edges of the lines by default).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import cv2
@@ -25,9 +29,23 @@ from perception.geometry.camera import Camera
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HorizonEstimate", "estimate_horizon_row", "horizon_row_in_image"]
+__all__ = ["HorizonEstimate", "HeightEstimate", "LaneObservation", "estimate_horizon_row", "horizon_row_in_image",
+           "lane_observation", "camera_height_from_lanes", "DEFAULT_LANE_WIDTH_M"]
 
 MIN_ANGLE_DEG, MAX_ANGLE_DEG = 20.0, 70.0
+DEFAULT_LANE_WIDTH_M = 3.5   # between the inner edges of the lines: 3.5-3.75 m lanes less ~0.15 m of paint
+
+
+@dataclass
+class LaneObservation:
+    """Lane lines of one undistorted image: their vanishing point and, at ``ref_row`` (the bottom
+    of the road band), the inner edges of the ego lane's left and right lines (None: not seen)."""
+
+    row: float
+    col: float
+    ref_row: float
+    left_x: float | None
+    right_x: float | None
 
 
 @dataclass
@@ -36,6 +54,14 @@ class HorizonEstimate:
     images_used: int      # images with at least one left/right pair of lane segments
     images_seen: int
     spread: float         # interquartile range of the per-image rows (px): how much to trust it
+    observations: list[LaneObservation] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class HeightEstimate:
+    height: float         # metres above the road
+    images_used: int      # images where both ego-lane lines were seen
+    spread: float         # interquartile range of the per-image heights (m)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -44,12 +70,14 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
-def horizon_row_in_image(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.92)) -> float | None:
-    """Row where the image's lane-line segments meet (None: no left/right pair found).
+def lane_observation(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.92)) -> LaneObservation | None:
+    """The lane lines of one image (None: no left/right pair found).
 
     ``image``: an undistorted RGB (the project's convention) or grey frame; ``roi``: the band of
     rows (fractions of the height) searched for lane segments: the road below the horizon and
-    above the bonnet.
+    above the bonnet. The ego lane's lines are the left- and right-leaning lines through the
+    vanishing point (within 2 % of the width) nearest the image centre at the bottom of the band:
+    the inner edges of the painted lines.
     """
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
@@ -83,7 +111,21 @@ def horizon_row_in_image(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.9
     ok = (x >= 0) & (x < w) & (y < r1)
     if not ok.any():
         return None
-    return _weighted_median(y[ok], wgt[ok])
+    row, col = _weighted_median(y[ok], wgt[ok]), _weighted_median(x[ok], wgt[ok])
+    # the ego lane: lines through the vanishing point, nearest the centre at the band's bottom
+    through_vp = np.abs((row - c) / np.where(m == 0, 1e-9, m) - col) < 0.02 * w
+    x_ref = (r1 - c) / np.where(m == 0, 1e-9, m)
+    lx = x_ref[left & through_vp & (x_ref < w / 2)]
+    rx = x_ref[right & through_vp & (x_ref > w / 2)]
+    return LaneObservation(row, col, float(r1), float(lx.max()) if lx.size else None,
+                           float(rx.min()) if rx.size else None)
+
+
+def horizon_row_in_image(image: np.ndarray, roi: tuple[float, float] = (0.5, 0.92)) -> float | None:
+    """Row where the image's lane-line segments meet (None: no left/right pair found); see
+    :func:`lane_observation`."""
+    obs = lane_observation(image, roi)
+    return None if obs is None else obs.row
 
 
 def estimate_horizon_row(images: Iterable[np.ndarray], camera: Camera | None = None) -> HorizonEstimate:
@@ -91,9 +133,10 @@ def estimate_horizon_row(images: Iterable[np.ndarray], camera: Camera | None = N
 
     With ``camera`` the frames are undistorted first and the row is returned at the camera's
     resolution (frames of another size are resized to it). Raises ``ValueError`` when no image
-    shows a usable pair of lane lines.
+    shows a usable pair of lane lines. The per-image observations are kept for
+    :func:`camera_height_from_lanes`.
     """
-    rows: list[float] = []
+    obs: list[LaneObservation] = []
     seen = 0
     for image in images:
         seen += 1
@@ -101,13 +144,48 @@ def estimate_horizon_row(images: Iterable[np.ndarray], camera: Camera | None = N
             if (image.shape[1], image.shape[0]) != camera.size:
                 image = cv2.resize(image, camera.size, interpolation=cv2.INTER_AREA)
             image = camera.undistort(image)
-        row = horizon_row_in_image(image)
-        if row is not None:
-            rows.append(row)
-    if not rows:
+        o = lane_observation(image)
+        if o is not None:
+            obs.append(o)
+    if not obs:
         raise ValueError(f"no lane lines found in {seen} image(s): the horizon needs road footage with "
                          "visible lane markings (or give the pitch with --pitch-deg / --horizon-row)")
-    arr = np.asarray(rows)
+    arr = np.asarray([o.row for o in obs])
     q25, q50, q75 = np.percentile(arr, [25, 50, 75])
-    log.info("horizon row %.1f px from %d of %d images (IQR %.1f px)", q50, len(rows), seen, q75 - q25)
-    return HorizonEstimate(row=float(q50), images_used=len(rows), images_seen=seen, spread=float(q75 - q25))
+    log.info("horizon row %.1f px from %d of %d images (IQR %.1f px)", q50, len(obs), seen, q75 - q25)
+    return HorizonEstimate(row=float(q50), images_used=len(obs), images_seen=seen, spread=float(q75 - q25),
+                           observations=obs)
+
+
+def camera_height_from_lanes(camera: Camera, observations: Iterable[LaneObservation],
+                             lane_width_m: float = DEFAULT_LANE_WIDTH_M) -> HeightEstimate | None:
+    """Height of ``camera`` above the road from the apparent width of the ego lane.
+
+    ``camera`` must already carry the pitch (e.g. from :func:`estimate_horizon_row`); its own
+    height is only a starting value. Where the ray through each inner line edge at ``ref_row``
+    meets the road scales with the camera height, so the height that makes the two points
+    ``lane_width_m`` apart is the camera's height times ``lane_width_m`` over their distance. The
+    focal length cancels out (to first order in the pitch). None when no image shows both lines.
+    ``lane_width_m``: between the *inner* edges of the lines, e.g. a 3.66 m US highway lane with
+    15 cm lines: 3.5 m.
+    """
+    from perception.geometry.ipm import image_to_ground
+
+    heights = []
+    h0 = float(camera.T_ego_cam[2, 3])
+    for o in observations:
+        if o.left_x is None or o.right_x is None or o.right_x - o.left_x < 4:
+            continue
+        xy = image_to_ground(camera, np.array([[o.left_x, o.ref_row], [o.right_x, o.ref_row]]),
+                             apply_distortion=False)
+        if not np.isfinite(xy).all():
+            continue
+        d = float(np.linalg.norm(xy[0] - xy[1]))
+        if d > 0:
+            heights.append(h0 * lane_width_m / d)
+    if not heights:
+        return None
+    q25, q50, q75 = np.percentile(heights, [25, 50, 75])
+    log.info("camera height %.2f m from the ego lane (%.2f m wide) in %d images (IQR %.2f m)", q50, lane_width_m,
+             len(heights), q75 - q25)
+    return HeightEstimate(height=float(q50), images_used=len(heights), spread=float(q75 - q25))

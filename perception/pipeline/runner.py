@@ -34,7 +34,7 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineOptions", "Pipeline", "load_model", "default_camera", "build_rig", "parse_size", "auto_size",
-           "probe_size", "estimate_pitch_from_lanes", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
+           "probe_size", "estimate_mount_from_lanes", "LaneMount", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
 
 DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
 DEFAULT_HEIGHT_M = 1.4    # assumed mounting height of an uncalibrated dashcam
@@ -78,36 +78,54 @@ def default_camera(width: int, height: int, name: str = "front", hfov_deg: float
                   camera_pose(0.0, 0.0, height_m, 0.0, pitch=math.radians(pitch_deg)))
 
 
-AUTO_PITCH_MAX_DEG = 8.0        # a forward dashcam tilted more than this is more likely a bad estimate
+AUTO_PITCH_MAX_DEG = 8.0            # a forward dashcam tilted more than this is more likely a bad estimate
+AUTO_HEIGHT_RANGE_M = (0.8, 3.5)    # a car's dashcam to a truck's
 
 
-def estimate_pitch_from_lanes(source: str, camera: Camera, max_frames: int = 90, scan_frames: int = 900,
-                              max_spread_frac: float = 0.04) -> float | None:
-    """Pitch (degrees down; negative = up) of an uncalibrated forward camera from the vanishing
-    point of the lane lines (:mod:`perception.geometry.horizon`), over up to ``max_frames``
-    frames spread over the first ``scan_frames`` frames of a video file, image folder or glob.
+@dataclass
+class LaneMount:
+    """Mount of an uncalibrated camera measured on its lane lines (``height_m`` None: not measured)."""
 
-    Returns None, with the reason logged, when the estimate is not trustworthy: lane pairs in
+    pitch_deg: float                 # down; negative = up
+    height_m: float | None
+    horizon_row: float
+    frames_used: int
+    frames_seen: int
+
+
+def estimate_mount_from_lanes(source: str, camera: Camera, max_frames: int = 90, scan_frames: int = 900,
+                              max_spread_frac: float = 0.04,
+                              lane_width_m: float | None = None) -> LaneMount | None:
+    """Pitch and height of an uncalibrated forward camera from its lane lines
+    (:mod:`perception.geometry.horizon`), over up to ``max_frames`` frames spread over the first
+    ``scan_frames`` frames of a video file, image folder or glob: the pitch from the lines'
+    vanishing point, then the height from the ego lane's apparent width (``lane_width_m``
+    between the inner edges of the lines; default 3.5 m).
+
+    Returns None, with the reason logged, when the pitch is not trustworthy: lane pairs in
     fewer than 3 frames or in under 20 % of them, per-frame rows spread (IQR) over
-    ``max_spread_frac`` of the image height, or a tilt beyond ``AUTO_PITCH_MAX_DEG``. Why: a
+    ``max_spread_frac`` of the image height, or a tilt beyond ``AUTO_PITCH_MAX_DEG``. The height
+    is left None (the caller keeps its assumption) when fewer than 3 frames show both lines, the
+    per-frame heights spread over 25 %, or it falls outside ``AUTO_HEIGHT_RANGE_M``. Why: a
     level camera puts the horizon at the image centre; a dashcam tilted by 2 degrees moves it
-    by 40 px at 1280x720 and a car 20 m ahead by about 4 m in the ground-plane distance.
+    by 40 px at 1280x720 and a car 20 m ahead by about 4 m in the ground-plane distance, and
+    ground distances scale with the assumed height (1.4 m for a car's dashcam, 2.5 m in a truck).
     """
     from perception.data.readers.video import VideoReader
     from perception.geometry.calibration import pitch_from_horizon
-    from perception.geometry.horizon import estimate_horizon_row
+    from perception.geometry.horizon import DEFAULT_LANE_WIDTH_M, camera_height_from_lanes, estimate_horizon_row
 
     try:
         reader = VideoReader(source, camera)
     except Exception as exc:      # DataError and decoder errors: the run itself reports them
-        log.info("auto pitch: cannot read %s (%s)", source, exc)
+        log.info("auto mount: cannot read %s (%s)", source, exc)
         return None
     reader.stride = max(1, min(reader.frame_count, scan_frames) // max_frames)
     reader.max_frames = max_frames
     try:
         est = estimate_horizon_row((s.images[0] for s in reader), camera)
     except ValueError as exc:
-        log.info("auto pitch: %s", exc)
+        log.info("auto mount: %s", exc)
         return None
     pitch = pitch_from_horizon(camera.K, est.row)
     why = None
@@ -116,14 +134,27 @@ def estimate_pitch_from_lanes(source: str, camera: Camera, max_frames: int = 90,
     elif est.spread > max_spread_frac * camera.height:
         why = f"the per-frame horizon rows spread over {est.spread:.0f} px (IQR)"
     elif abs(pitch) > AUTO_PITCH_MAX_DEG:
-        why = f"the estimate ({pitch:+.1f} deg) is beyond +-{AUTO_PITCH_MAX_DEG:.0f} deg"
+        why = f"the pitch estimate ({pitch:+.1f} deg) is beyond +-{AUTO_PITCH_MAX_DEG:.0f} deg"
     if why is not None:
-        log.info("auto pitch: not used, %s; keeping the camera level", why)
+        log.info("auto mount: not used, %s; keeping the camera level", why)
         return None
-    log.info("auto pitch: %.2f deg %s (horizon row %.0f of %d, lane lines in %d of %d frames, IQR %.1f px)",
+    log.info("auto mount: pitch %.2f deg %s (horizon row %.0f of %d, lane lines in %d of %d frames, IQR %.1f px)",
              abs(pitch), "down" if pitch >= 0 else "up", est.row, camera.height, est.images_used,
              est.images_seen, est.spread)
-    return pitch
+    tilted = Camera(camera.name, camera.width, camera.height, camera.K, camera.dist,
+                    camera_pose(0.0, 0.0, float(camera.T_ego_cam[2, 3]), 0.0, pitch=math.radians(pitch)))
+    width = DEFAULT_LANE_WIDTH_M if lane_width_m is None else lane_width_m
+    h = camera_height_from_lanes(tilted, est.observations, width)
+    height = None
+    if h is None or h.images_used < 3:
+        log.info("auto mount: height not measured (both ego-lane lines in %d frames)", 0 if h is None else h.images_used)
+    elif h.spread > 0.25 * h.height or not AUTO_HEIGHT_RANGE_M[0] <= h.height <= AUTO_HEIGHT_RANGE_M[1]:
+        log.info("auto mount: height estimate %.2f m (IQR %.2f m) not used", h.height, h.spread)
+    else:
+        height = h.height
+        log.info("auto mount: height %.2f m from a %.2f m lane in %d frames (IQR %.2f m)", height, width,
+                 h.images_used, h.spread)
+    return LaneMount(pitch, height, est.row, est.images_used, est.images_seen)
 
 
 def load_model(spec: str) -> tuple[PerceptionNet, str, bool]:
