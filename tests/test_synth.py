@@ -249,3 +249,31 @@ def test_parallel_rendering_gives_the_same_frames():
         assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
         assert all(np.array_equal(x, y) for x, y in zip(a.depth, b.depth))
         assert np.allclose(a.boxes3d.center, b.boxes3d.center)
+
+
+def test_roadside_barriers_are_opt_in_and_leave_the_rest_of_the_world_alone():
+    cfg = dict(scenery="rural", duration=5.0)
+    plain, walled = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, barriers=1.0))
+    n = len(plain.static.kind)
+    extra = len(walled.static.kind) - n
+    assert extra > 50                                       # barriers or rails along both sides
+    np.testing.assert_array_equal(walled.static.center[:n], plain.static.center)   # same world ...
+    assert [a.s for a in walled.agents] == [a.s for a in plain.agents]              # ... and traffic
+    # every barrier primitive stands off the carriageway: beyond the road edge, within 1 m of it
+    lay = walled.layout
+    c = walled.static.center[n:]
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    assert bool((surf["dc"] >= -0.01).all()) and bool((surf["dc"] < lay.curb + 1.0).all())
+    assert bool((walled.static.sem[n:] == SEM["building"]).all())
+    assert len(World(4, WorldConfig(**cfg, barriers=0.0)).static.kind) == n
+
+
+def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
+    from perception.train.sources import parse_synth_spec, synth_cache_dir
+
+    assert parse_synth_spec("synth:front_wide,barriers=0.5")[1]["barriers"] == 0.5
+    with pytest.raises(ValueError, match="probability"):
+        parse_synth_spec("synth:front_wide,barriers=2")
+    base = synth_cache_dir("synth:front_wide,seed=5", (64, 96), tmp_path)
+    assert synth_cache_dir("synth:front_wide,seed=5,barriers=0", (64, 96), tmp_path) == base   # old caches stay valid
+    assert synth_cache_dir("synth:front_wide,seed=5,barriers=0.5", (64, 96), tmp_path) != base

@@ -264,3 +264,32 @@ def wall(rng: np.random.Generator, l: float) -> Asset:
     hgt = rng.uniform(0.6, 2.0)
     col = FACADE_COLORS[rng.integers(len(FACADE_COLORS))] * rng.uniform(0.7, 1.1)
     return Asset.build([(BOX, (0, 0, hgt / 2), (l / 2, 0.15, hgt / 2), I3, PLAIN, np.clip(col, 0, 1))])
+
+
+def jersey_barrier(rng: np.random.Generator, l: float, hgt: float | None = None, grey: float | None = None) -> Asset:
+    """Concrete roadside barrier segment of length ``l`` (x along the road): the New Jersey profile
+    as three stacked slabs, wide foot to narrow top, 0.8-1.05 m high (``hgt``, ``grey``: keep a
+    run of segments alike; each segment still varies by a few per cent)."""
+    hgt = rng.uniform(0.8, 1.05) if hgt is None else hgt
+    g = (rng.uniform(0.5, 0.8) if grey is None else grey) * rng.uniform(0.96, 1.04)
+    col = np.clip(np.array([g, g * rng.uniform(0.97, 1.0), g * rng.uniform(0.92, 1.0)]), 0, 1)
+    z1, z2 = 0.1 * hgt, 0.4 * hgt
+    return Asset.build([
+        (BOX, (0, 0, z1 / 2), (l / 2, 0.3, z1 / 2), I3, PLAIN, col),
+        (BOX, (0, 0, (z1 + z2) / 2), (l / 2, 0.22, (z2 - z1) / 2), I3, PLAIN, col * 0.95),
+        (BOX, (0, 0, (z2 + hgt) / 2), (l / 2, 0.11, (hgt - z2) / 2), I3, PLAIN, col),
+    ])
+
+
+def guard_rail(rng: np.random.Generator, l: float, top: float | None = None, grey: float | None = None) -> Asset:
+    """Steel W-beam guard rail segment of length ``l``: a beam 0.55-0.8 m up (``top``) on posts
+    every ~2 m."""
+    col = np.array([0.62, 0.64, 0.66]) * (rng.uniform(0.75, 1.15) if grey is None else grey)
+    top = rng.uniform(0.55, 0.8) if top is None else top
+    n = max(2, int(round(l / 2.0)))
+    prims = [(BOX, (0, 0, top - 0.16), (l / 2, 0.05, 0.16), I3, METAL, np.clip(col, 0, 1))]
+    for i in range(n):
+        x = -l / 2 + (i + 0.5) * l / n
+        prims.append((BOX, (x, -0.1, (top - 0.1) / 2), (0.06, 0.06, (top - 0.1) / 2), I3, METAL,
+                      np.clip(col * 0.7, 0, 1)))   # +y faces the road: posts behind the beam
+    return Asset.build(prims)

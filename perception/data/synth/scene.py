@@ -59,6 +59,9 @@ class WorldConfig:
     p_night: float = 0.15
     p_dusk: float = 0.15
     draw_distance: float = 160.0       # metres around the ego that are rendered
+    barriers: float = 0.0              # chance that a road side has concrete barriers / guard rails
+                                       # (x1 rural, x0.35 suburban, x0.15 urban; own random stream,
+                                       # so 0 leaves every existing seed's world unchanged)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -339,9 +342,42 @@ class World:
                 x, y, hd = lay.pose(np.array([sm]), dd)
                 add(assets.traffic_light(rng), float(x[0]), float(y[0]),
                     float(hd[0]) + (math.pi if sx > 0 else 0.0), SEM["pole"])
+        parts += self._roadside_barriers()
         keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
         cat = _cat(parts, keys)
         return StaticScene(**cat)
+
+    def _roadside_barriers(self) -> list[dict[str, np.ndarray]]:
+        """Concrete barriers or guard rails just beyond the curb (``WorldConfig.barriers``), in
+        segments of 6 m that follow the curves, broken at cross roads. Highways and rural roads
+        have them; without them the detector took a real concrete median for a car."""
+        p = self.config.barriers * {"rural": 1.0, "suburban": 0.35, "urban": 0.15}[self.scenery]
+        if p <= 0:
+            return []
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xBA55]))   # not self.rng
+        lay, parts = self.layout, []
+        seg = 6.0
+        for side in (-1, 1):
+            if rng.random() >= p:
+                continue
+            concrete = rng.random() < 0.55
+            look = dict(hgt=rng.uniform(0.8, 1.05), grey=rng.uniform(0.5, 0.8)) if concrete else \
+                dict(top=rng.uniform(0.55, 0.8), grey=rng.uniform(0.75, 1.15))
+            dd = side * (lay.half_width + lay.curb + (0.35 if concrete else 0.25))
+            s = float(rng.uniform(0, 20))
+            end = lay.length - float(rng.uniform(0, 20))
+            while s + seg < end:
+                sc = s + seg / 2
+                if not any(abs(c.s_main - sc) < c.half_width + lay.curb + lay.sidewalk + seg for c in lay.crossings):
+                    x, y, hd = lay.pose(np.array([sc]), dd)
+                    a = assets.jersey_barrier(rng, seg + 0.02, **look) if concrete else \
+                        assets.guard_rail(rng, seg + 0.02, **look)
+                    w = _prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + (math.pi if side > 0 else 0.0))
+                    w["sem"] = np.full(len(a), SEM["building"])
+                    w["tag"] = np.full(len(a), rng.random())
+                    parts.append(w)
+                s += seg
+        return parts
 
     # ------------------------------------------------------------------ traffic
     def _new_id(self) -> int:
