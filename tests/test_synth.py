@@ -223,6 +223,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert np.abs(s.images[0].astype(int) - ref.images[0].astype(int)).mean() < 12   # lossy video
     bad = CliRunner().invoke(app, ["synth", "--frames", "0", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0
+    bad = CliRunner().invoke(app, ["synth", "--barriers", "1.5", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--barriers must be in 0..1" in bad.output
 
 
 def test_rigs():

@@ -42,6 +42,8 @@ def synth_command(
     weather: str = typer.Option(None, "--weather", help="clear, overcast, rain or fog (default: random)."),
     time_of_day: str = typer.Option(None, "--time-of-day", help="day, dusk or night (default: random)."),
     scenery: str = typer.Option(None, "--scenery", help="urban, suburban or rural (default: random)."),
+    barriers: float = typer.Option(0.0, "--barriers", help="Chance (0-1) that a road side is lined by concrete "
+                                   "barriers or guard rails (rural; less in towns). 0 keeps every seed as before."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
     workers: int = typer.Option(0, "--workers", help="Render processes, one torch thread each (0 = one per CPU "
@@ -83,7 +85,9 @@ def synth_command(
         the_rig = resolve_rig(rig, hw)
     except (CalibrationError, KeyError, OSError) as exc:
         fail(f"--rig {rig}: {exc}")
-    cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery)
+    if not 0.0 <= barriers <= 1.0:
+        fail(f"--barriers must be in 0..1, got {barriers}")
+    cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)
