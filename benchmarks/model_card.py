@@ -67,6 +67,22 @@ def synth_table(m: dict, mt: dict | None) -> list[str]:
     return lines
 
 
+def size_table(m: dict) -> list[str]:
+    """AP50 by COCO object size on the synthetic split: where the detector loses its AP."""
+    by = m["detection"].get("by_size")
+    if not by:
+        return []
+    names = [c for c in CLASSES if m["detection"]["num_gt"].get(c)]
+    lines = ["AP50 by object size (COCO area ranges at the evaluated resolution: small < 32x32 px, medium up to "
+             "96x96, large above; ground-truth count in brackets):", "",
+             "| size | map50 (%) | " + " | ".join(f"{c} (%)" for c in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for size, v in by.items():
+        lines.append(f"| {size} | {_pct(v['map50'])} | "
+                     + " | ".join(f"{_pct(v['ap50'].get(c))} ({v['num_gt'].get(c, 0)})" for c in names) + " |")
+    return lines
+
+
 def real_table(nus: dict | None, kitti: dict | None, cam: dict | None, kitti_f: dict | None = None,
                cam_f: dict | None = None) -> list[str]:
     lines = ["| data | metric | value | target | |", "|---|---|---|---|---|"]
@@ -114,6 +130,7 @@ def main() -> None:
     synth = _load(f / "synth")
     if synth:
         out += synth_table(synth, _load(f / "synth-train-form")) + [""]
+        out += size_table(synth) + [""]
     out += real_table(_load(f / "nuscenes"), _load(f / "kitti"), _load(f / "dashcam"), _load(f / "kitti-192x608"),
                       _load(f / "dashcam-224x384"))
     print("\n".join(out))
