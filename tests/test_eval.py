@@ -218,6 +218,17 @@ def test_depth_evaluator_averages_per_image():
     assert m["abs_rel"] > 0.05
 
 
+def test_depth_errors_by_ground_truth_range():
+    ev = DepthEvaluator()
+    ev.update(np.array([[5.0, 30.0], [30.0, 30.0]]), np.array([[5.0, 15.0], [30.0, 60.0]]))
+    ev.update(np.array([[4.0, 0.0]]), np.array([[0.0, 100.0]]))      # no valid pixel in range: ignored
+    r = ev.compute()["by_range"]
+    assert r["0-10"] == {"abs_rel": 0.0, "bias": 1.0, "pixels": 1}
+    assert r["10-20"]["abs_rel"] == pytest.approx(1.0) and r["10-20"]["bias"] == pytest.approx(2.0)
+    assert r["20-40"]["abs_rel"] == pytest.approx(0.0)
+    assert r["40-80"]["abs_rel"] == pytest.approx(0.5) and r["40-80"]["bias"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------------------- BEV
 def test_center_distance_matching_thresholds():
     gt = [BevObjects([[10.0, 0.0, 0.5]], [0])]

@@ -16,6 +16,12 @@ much error is a global scale). As in the Eigen protocol, the metrics of each ima
 computed separately and then averaged over images (images without valid ground truth are
 skipped), so a dense synthetic image and a sparse LiDAR image weigh the same; ``rmse`` is the
 mean of per-image RMSEs.
+
+``by_range`` splits the metric (not median-scaled) errors by ground-truth distance (0-10, 10-20,
+20-40, 40-80 m), pooled over all pixels of the set (an image may have no pixel in a range):
+``abs_rel``, ``bias`` = exp(mean log(pred / gt)) (1.3 = 30 % too far) and ``pixels``. It shows
+where a model's depth is wrong, e.g. right on the road near the car and too far on the
+buildings beyond.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EIGEN_KEYS", "eigen_metrics", "DepthEvaluator", "MIN_DEPTH", "MAX_DEPTH"]
+__all__ = ["EIGEN_KEYS", "eigen_metrics", "DepthEvaluator", "MIN_DEPTH", "MAX_DEPTH", "DEPTH_RANGES"]
 
 EIGEN_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 MIN_DEPTH = 1e-3
 MAX_DEPTH = 80.0
+DEPTH_RANGES = ((0.0, 10.0), (10.0, 20.0), (20.0, 40.0), (40.0, 80.0))   # metres of ground truth
 
 
 def eigen_metrics(pred: np.ndarray, gt: np.ndarray, *, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH,
@@ -79,6 +86,8 @@ class DepthEvaluator:
         self.metric: list[dict[str, float]] = []
         self.scaled: list[dict[str, float]] = []
         self.valid_pixels = 0
+        # per range: [sum |p - g| / g, sum log(p / g), pixels]
+        self._ranges = np.zeros((len(DEPTH_RANGES), 3))
 
     def __len__(self) -> int:
         return len(self.metric)
@@ -91,8 +100,19 @@ class DepthEvaluator:
             return None
         self.metric.append(m)
         self.scaled.append(eigen_metrics(pred, gt, median_scaling=True, **kw))  # type: ignore[arg-type]
-        g = np.asarray(gt)
-        self.valid_pixels += int(((g >= self.min_depth) & (g <= self.max_depth)).sum())
+        g = np.asarray(gt, np.float64)
+        valid = np.isfinite(g) & (g >= self.min_depth) & (g <= self.max_depth)
+        if mask is not None:
+            valid &= np.asarray(mask, bool)
+        self.valid_pixels += int(valid.sum())
+        g = g[valid]
+        p = np.clip(np.nan_to_num(np.asarray(pred, np.float64)[valid], nan=self.min_depth, posinf=self.max_depth,
+                                  neginf=self.min_depth), self.min_depth, self.max_depth)
+        for i, (lo, hi) in enumerate(DEPTH_RANGES):
+            sel = (g >= lo) & (g < hi) if i < len(DEPTH_RANGES) - 1 else (g >= lo) & (g <= hi)
+            if sel.any():
+                self._ranges[i] += (np.sum(np.abs(p[sel] - g[sel]) / g[sel]), np.sum(np.log(p[sel] / g[sel])),
+                                    sel.sum())
         return m
 
     def compute(self) -> dict[str, float]:
@@ -109,6 +129,8 @@ class DepthEvaluator:
         out["median_scale_ratio"] = _r(ratios.mean())
         out["median_scale_ratio_std"] = _r(ratios.std() / max(ratios.mean(), 1e-12))
         out["images"] = len(self.metric)
+        out["by_range"] = {f"{lo:g}-{hi:g}": {"abs_rel": _r(a / n), "bias": _r(math.exp(b / n)), "pixels": int(n)}
+                           for (lo, hi), (a, b, n) in zip(DEPTH_RANGES, self._ranges) if n > 0}
         return out
 
 

@@ -172,6 +172,12 @@ def _depth_table(dep: dict) -> list[str]:
              f"Mean median-scaling ratio {_fmt(dep.get('median_scale_ratio'))} (relative std "
              f"{_fmt(dep.get('median_scale_ratio_std'))}) over {dep.get('images', '–')} images; "
              "lower is better for abs_rel..rmse_log, higher for a1..a3.", ""]
+    rng = dep.get("by_range")
+    if rng:
+        lines += ["By ground-truth distance (metric, pooled over pixels; bias = geometric mean of pred / gt, "
+                  "above 1 = too far):", "", "| range (m) | abs_rel | bias | pixels |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {_fmt(v['abs_rel'])} | {_fmt(v['bias'])} | {v['pixels']} |" for k, v in rng.items()]
+        lines.append("")
     return lines
 
 
