@@ -169,7 +169,8 @@ def run_command(
     source: str = typer.Option(None, "--source", "-s", help="Video file, image folder/glob, camera index, "
                                "/dev/videoN, rtsp:// or http:// URL, GStreamer pipeline, or synth://."),
     calib: Path = typer.Option(None, "--calib", "-c", help="Calibration YAML (camera or rig) for --source. "
-                               "Without it: 60 deg horizontal FOV at 1.4 m height is assumed (warning)."),
+                               "Without it: 60 deg horizontal FOV, 1.4 m high and level is assumed (warning), "
+                               "or the mount measured on the lane lines (see --auto-mount)."),
     camera: str = typer.Option(None, "--camera-name", help="Which camera of a multi-camera --calib file."),
     auto_mount: bool = typer.Option(True, "--auto-mount/--no-auto-mount", help="Without --calib, on a video "
                                     "file or image folder: measure the assumed camera's pitch (lane lines' "
