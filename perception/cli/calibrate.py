@@ -112,11 +112,9 @@ def calibrate_command(
 
 def _height_from_lanes(camera: "Camera", est: "HorizonEstimate", pitch_deg: float, lane_width: float) -> float:
     """Camera height from the ego lane's apparent width in the ``--horizon-from`` frames."""
-    from perception.geometry import camera_pose
     from perception.geometry.horizon import camera_height_from_lanes
 
-    tilted = dataclasses.replace(camera, T_ego_cam=camera_pose(0.0, 0.0, 1.0, 0.0, pitch=math.radians(pitch_deg)))
-    h = camera_height_from_lanes(tilted, est.observations, lane_width)
+    h = camera_height_from_lanes(camera, est.observations, lane_width, pitch_deg=pitch_deg)
     if h is None:
         raise ValueError("--lane-width: no frame shows both lines of the ego lane; give --height instead")
     console.print(f"height {h.height:.2f} m from the {lane_width:.2f} m ego lane in {h.images_used} frames "

@@ -18,7 +18,9 @@ width (3.5 m between the inner edges of the lines by default).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -26,6 +28,8 @@ import cv2
 import numpy as np
 
 from perception.geometry.camera import Camera
+from perception.geometry.ipm import image_to_ground
+from perception.geometry.transforms import camera_pose
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +162,21 @@ def estimate_horizon_row(images: Iterable[np.ndarray], camera: Camera | None = N
 
 
 def camera_height_from_lanes(camera: Camera, observations: Iterable[LaneObservation],
-                             lane_width_m: float = DEFAULT_LANE_WIDTH_M) -> HeightEstimate | None:
+                             lane_width_m: float = DEFAULT_LANE_WIDTH_M,
+                             pitch_deg: float | None = None) -> HeightEstimate | None:
     """Height of ``camera`` above the road from the apparent width of the ego lane.
 
-    ``camera`` must already carry the pitch (e.g. from :func:`estimate_horizon_row`); its own
-    height is only a starting value. Where the ray through each inner line edge at ``ref_row``
+    The camera's pitch is ``pitch_deg`` (degrees down, e.g. from :func:`estimate_horizon_row`
+    and :func:`~perception.geometry.calibration.pitch_from_horizon`), else the one in its
+    ``T_ego_cam``; its own height does not matter. Where the ray through each inner line edge at ``ref_row``
     meets the road scales with the camera height, so the height that makes the two points
     ``lane_width_m`` apart is the camera's height times ``lane_width_m`` over their distance. The
     focal length cancels out (to first order in the pitch). None when no image shows both lines.
     ``lane_width_m``: between the *inner* edges of the lines, e.g. a 3.66 m US highway lane with
     15 cm lines: 3.5 m.
     """
-    from perception.geometry.ipm import image_to_ground
-
+    if pitch_deg is not None:     # level mount at 1 m with that pitch
+        camera = dataclasses.replace(camera, T_ego_cam=camera_pose(0.0, 0.0, 1.0, 0.0, pitch=math.radians(pitch_deg)))
     heights = []
     h0 = float(camera.T_ego_cam[2, 3])
     for o in observations:

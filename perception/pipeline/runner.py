@@ -141,10 +141,8 @@ def estimate_mount_from_lanes(source: str, camera: Camera, max_frames: int = 90,
     log.info("auto mount: pitch %.2f deg %s (horizon row %.0f of %d, lane lines in %d of %d frames, IQR %.1f px)",
              abs(pitch), "down" if pitch >= 0 else "up", est.row, camera.height, est.images_used,
              est.images_seen, est.spread)
-    tilted = Camera(camera.name, camera.width, camera.height, camera.K, camera.dist,
-                    camera_pose(0.0, 0.0, float(camera.T_ego_cam[2, 3]), 0.0, pitch=math.radians(pitch)))
     width = DEFAULT_LANE_WIDTH_M if lane_width_m is None else lane_width_m
-    h = camera_height_from_lanes(tilted, est.observations, width)
+    h = camera_height_from_lanes(camera, est.observations, width, pitch_deg=pitch)
     height = None
     if h is None or h.images_used < 3:
         log.info("auto mount: height not measured (both ego-lane lines in %d frames)", 0 if h is None else h.images_used)
