@@ -150,3 +150,21 @@ def test_onnx_backend_fits_the_pipeline_interface(rep_n, tmp_path, monkeypatch):
     assert set(out) == {"depth", "det"}
     assert torch.allclose(out["depth"], ref["depth"], atol=1e-3)
     assert torch.allclose(out["det"], ref["det"], atol=1e-3)
+
+
+def test_stride4_model_exports_its_levels_and_evaluates_like_torch(tmp_path):
+    """rep-s-p2 (levels 8/16/32/4): the ONNX file records its strides, and the evaluation's ONNX
+    predictor decodes with them (boxes equal to the torch model's)."""
+    from perception.eval.runner import TorchPredictor, onnx_file_predictor
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("rep-s-p2"), seed=2).eval()
+    path = tmp_path / "p2.onnx"
+    export_onnx(model, path, size=(64, 96), dynamic_batch=True, decode=False, verify=True)
+    assert read_metadata(path)["perception.det_strides"] == "[8, 16, 32, 4]"
+    x, K = torch.rand(2, 3, 64, 96), default_intrinsics(64, 96, 2)
+    got = onnx_file_predictor(path, (64, 96), score_thresh=0.0, max_det=50)(x, K).detections
+    ref = TorchPredictor(model, score_thresh=0.0, max_det=50)(x, K).detections
+    for g, r in zip(got, ref):
+        assert len(g.boxes) == len(r.boxes) == 50
+        assert torch.allclose(g.boxes, r.boxes, atol=1e-2)

@@ -259,3 +259,33 @@ def test_shipped_weights_load_offline_in_both_forms_and_agree(name):
         a, b = train.eval()(x, K), fused(x, K)
     for k in ("depth", "det"):
         assert (a[k] - b[k]).abs().max() <= 1e-2 * a[k].abs().max()  # fp16 storage of two different forms
+
+
+def test_stride4_level_adds_its_anchors_and_detections():
+    """rep-s-p2: a fourth level at stride 4, appended after 8/16/32 in the head's output."""
+    model = create_model("rep-s-p2").eval()
+    assert model.cfg.det_strides == (8, 16, 32, 4)
+    out = model(torch.rand(1, 3, H, W), _k(1))
+    anchors, strides = model.anchors(H, W)
+    n3 = sum((H // s) * (W // s) for s in (8, 16, 32))
+    assert out["det"].shape[1] == len(anchors) == n3 + (H // 4) * (W // 4)
+    assert torch.all(strides[:n3] >= 8) and torch.all(strides[n3:] == 4)
+    assert torch.allclose(anchors[n3], torch.tensor([2.0, 2.0]))        # first stride-4 cell centre
+    with pytest.raises(ValueError, match="det_strides"):
+        PerceptionNet(create_model("rep-n").cfg.__class__(det_strides=(8, 8)))
+
+
+def test_init_from_a_model_with_fewer_levels(tmp_path):
+    from perception.train.trainer import _load_init
+
+    torch.manual_seed(0)
+    small, big = create_model("rep-s"), create_model("rep-s-p2")
+    fresh = {k: v.clone() for k, v in big.state_dict().items() if k.startswith("det_head.levels.3.")}
+    _load_init(big, small, "rep-s")
+    for k, v in small.state_dict().items():
+        assert torch.equal(big.state_dict()[k], v), k
+    assert all(torch.equal(big.state_dict()[k], v) for k, v in fresh.items())   # the new level stays fresh
+    with pytest.raises(ValueError, match="not the first of this model's"):
+        _load_init(small, big, "rep-s-p2")
+    with pytest.raises(ValueError, match="does not fit"):
+        _load_init(create_model("rep-s"), create_model("rep-n"), "rep-n")

@@ -251,6 +251,7 @@ def export_onnx(model: PerceptionNet, out: str | os.PathLike, *, size: tuple[int
             "perception.form": "fused", "perception.size": f"{h}x{w}",
             "perception.batch": "dynamic" if dynamic_batch else str(batch),
             "perception.classes": json.dumps(list(fused.classes)), "perception.f_ref": str(fused.cfg.f_ref),
+            "perception.det_strides": json.dumps(list(fused.cfg.det_strides)),
             "perception.decoded": str(decode).lower(), "perception.input": "RGB float32 [0,1] NCHW; "
             "intrinsics float32 [B,3,3] at network resolution", "perception.pretrained": str(pretrained).lower()}
     del proto.metadata_props[:]

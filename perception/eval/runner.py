@@ -105,12 +105,13 @@ class RawOutputPredictor:
     a pipeline/deploy backend) and decodes like :meth:`PerceptionNet.predict`."""
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], dict], classes: Sequence[str], f_ref: float,
-                 score_thresh: float = 0.05, iou_thresh: float = 0.6, max_det: int = 100, name: str = "raw") -> None:
+                 score_thresh: float = 0.05, iou_thresh: float = 0.6, max_det: int = 100, name: str = "raw",
+                 strides: Sequence[int] | None = None) -> None:
         from perception.nn.model import DET_STRIDES, MAX_STRIDE
 
         self.fn, self.classes, self.f_ref = fn, tuple(classes), float(f_ref)
         self.score_thresh, self.iou_thresh, self.max_det = score_thresh, iou_thresh, max_det
-        self.strides, self.max_stride = DET_STRIDES, MAX_STRIDE
+        self.strides, self.max_stride = tuple(strides or DET_STRIDES), MAX_STRIDE
         self.name = name
 
     def __call__(self, images: torch.Tensor, intrinsics: torch.Tensor) -> Prediction:
@@ -135,7 +136,8 @@ class TorchPredictor(RawOutputPredictor):
         model = reparameterize_model(model) if fuse else model
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        super().__init__(self._forward, model.classes, model.cfg.f_ref, name="torch", **kwargs)
+        super().__init__(self._forward, model.classes, model.cfg.f_ref, name="torch",
+                         strides=model.cfg.det_strides, **kwargs)
 
     @torch.inference_mode()
     def _forward(self, images: torch.Tensor, intrinsics: torch.Tensor) -> dict:
@@ -222,7 +224,8 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
         f_ref = getattr(cfg, "f_ref", None)
         if f_ref is None:
             raise EvalError(f"{type(obj).__name__}: a raw-output backend needs a model config (cfg.f_ref) to decode")
-        return RawOutputPredictor(obj.infer, names, f_ref, name=getattr(obj, "name", "backend"), **kwargs)
+        return RawOutputPredictor(obj.infer, names, f_ref, name=getattr(obj, "name", "backend"),
+                                  strides=getattr(cfg, "det_strides", None), **kwargs)
     if hasattr(obj, "predict") or callable(obj):
         return _PredictFnPredictor(obj, names)
     raise EvalError(f"cannot evaluate a {type(obj).__name__}: expected a model, a backend, an object with "
@@ -311,8 +314,9 @@ def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "
         raise EvalError(f"{path} was exported for {meta['perception.size']} but --size is {size[0]}x{size[1]}: "
                         f"pass --size {meta['perception.size']}")
     backend = OnnxRuntimeBackend(path=path, device=device, threads=threads)
+    strides = json.loads(meta.get("perception.det_strides", "null"))   # files before 2026-12-04: (8, 16, 32)
     return RawOutputPredictor(backend.infer, json.loads(meta["perception.classes"]), float(meta["perception.f_ref"]),
-                              name=backend.name, **kwargs)
+                              name=backend.name, strides=strides, **kwargs)
 
 
 def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", device: str = "cpu",

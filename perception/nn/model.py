@@ -24,7 +24,8 @@ from perception.nn.reparam import is_reparameterized, reparameterize_model
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_STRIDE = 32
-DET_STRIDES = (8, 16, 32)
+DET_STRIDES = (8, 16, 32)            # default detection levels
+NECK_LEVEL = {4: 0, 8: 1, 16: 2, 32: 3}   # index of each stride among the neck's outputs
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class ModelConfig:
     classes: tuple[str, ...] = CLASSES
     f_ref: float = 500.0  # canonical focal length (px) of the depth heads; depth *= fx / f_ref
     pad_input: bool = True  # pad H, W up to a multiple of 32 (else reject with ValueError)
+    # detection levels, in the order of the head's outputs; extra levels go last so that a
+    # checkpoint with fewer levels initialises the first ones (e.g. (8, 16, 32, 4) for stride 4)
+    det_strides: tuple[int, ...] = DET_STRIDES
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +57,8 @@ class ModelConfig:
         d["backbone"] = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["backbone"].items()})
         d["neck"] = NeckConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["neck"].items()})
         d["classes"] = tuple(d["classes"])
+        if "det_strides" in d:
+            d["det_strides"] = tuple(d["det_strides"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -71,8 +77,11 @@ class PerceptionNet(nn.Module):
         block, act = cfg.backbone.block, cfg.backbone.act
         self.backbone = RepBackbone(cfg.backbone)
         self.neck = RepPAN(self.backbone.out_channels, cfg.neck, block, act)
-        self.det_head = DetectionHead(self.neck.out_channels[1:], cfg.head_width, cfg.num_classes, DET_STRIDES,
-                                      block, act)
+        strides = tuple(cfg.det_strides)
+        if not strides or len(set(strides)) != len(strides) or not set(strides) <= set(NECK_LEVEL):
+            raise ValueError(f"det_strides {strides}: distinct values from {sorted(NECK_LEVEL)}")
+        self.det_head = DetectionHead(tuple(self.neck.out_channels[NECK_LEVEL[s]] for s in strides), cfg.head_width,
+                                      cfg.num_classes, strides, block, act)
         self.depth_head = DepthHead(self.neck.out_channels[0], cfg.depth_width, block, act)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
@@ -153,7 +162,8 @@ class PerceptionNet(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros after normalisation = the mean colour
         feats = self.backbone(x)
         d2, pyramid = self.neck(feats)
-        det = self.det_head(pyramid)
+        levels = (d2, *pyramid)                     # strides 4, 8, 16, 32
+        det = self.det_head([levels[NECK_LEVEL[s]] for s in self.cfg.det_strides])
         log_depth = self.depth_head(d2)
         log_depth = F.interpolate(log_depth, scale_factor=4.0, mode="bilinear", align_corners=False)
         depth = log_depth[..., :H, :W].clamp(-10.0, 10.0).exp() * self.depth_scale(intrinsics, B)
@@ -163,7 +173,7 @@ class PerceptionNet(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchor points ``[A, 2]`` (pixels) and strides ``[A]`` for an input of this size."""
         Hp, Wp = height + (-height) % MAX_STRIDE, width + (-width) % MAX_STRIDE
-        return make_anchors(Hp, Wp, DET_STRIDES, device or self.mean.device)
+        return make_anchors(Hp, Wp, tuple(self.cfg.det_strides), device or self.mean.device)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None, score_thresh: float = 0.25,

@@ -171,8 +171,9 @@ class Decode:
     name = "decode"
 
     def __init__(self, classes: tuple[str, ...], f_ref: float, *, score_thresh: float = 0.5,
-                 iou_thresh: float = 0.6, max_det: int = 50, depth_alpha: float = 0.6) -> None:
-        self.classes, self.f_ref = tuple(classes), f_ref
+                 iou_thresh: float = 0.6, max_det: int = 50, depth_alpha: float = 0.6,
+                 strides: tuple[int, ...] = DET_STRIDES) -> None:
+        self.classes, self.f_ref, self.strides = tuple(classes), f_ref, tuple(strides)
         self.score_thresh, self.iou_thresh, self.max_det = score_thresh, iou_thresh, max_det
         self.smoother = DepthSmoother(depth_alpha)
         self._anchors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -181,7 +182,7 @@ class Decode:
         key = (H, W, str(device))
         if key not in self._anchors:
             Hp, Wp = H + (-H) % MAX_STRIDE, W + (-W) % MAX_STRIDE
-            self._anchors[key] = make_anchors(Hp, Wp, DET_STRIDES, device)
+            self._anchors[key] = make_anchors(Hp, Wp, self.strides, device)
         return self._anchors[key]
 
     def __call__(self, frame: Frame) -> Frame:

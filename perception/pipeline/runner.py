@@ -301,7 +301,7 @@ class Pipeline:
         self._tol_auto = tol is None
 
         self.preprocess = Preprocess(rig, self.size, device)
-        self.decode = Decode(cfg.classes, cfg.f_ref, score_thresh=opts.score_thresh)
+        self.decode = Decode(cfg.classes, cfg.f_ref, score_thresh=opts.score_thresh, strides=cfg.det_strides)
         self.bev = BEVFusion(rig, opts.bev, ground=opts.ground)
         self.sinks: list[Any] = []
         self.server = None

@@ -106,6 +106,27 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: i
     return [perm[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
 
 
+def _load_init(model: PerceptionNet, init: PerceptionNet, path: str) -> None:
+    """Initialise ``model`` from ``init``: every weight must match, except that detection levels
+    ``model`` has beyond ``init``'s (``det_strides`` that extend the init's, e.g. rep-s ->
+    rep-s-p2) keep their fresh initialisation."""
+    ours, theirs = tuple(model.cfg.det_strides), tuple(init.cfg.det_strides)
+    if ours[:len(theirs)] != theirs:
+        raise ValueError(f"{path}: its detection levels {theirs} are not the first of this model's {ours}")
+    new_levels = tuple(f"det_head.levels.{i}." for i in range(len(theirs), len(ours)))
+    try:
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+    except RuntimeError as exc:     # shape mismatches: another architecture
+        raise ValueError(f"{path}: does not fit {model.cfg.name or 'the model'} "
+                         f"({str(exc).splitlines()[1].strip()})") from None
+    bad = [k for k in missing if not k.startswith(new_levels)]
+    if bad or unexpected:
+        raise ValueError(f"{path}: does not fit {model.cfg.name or 'the model'} "
+                         f"(missing {bad[:3]}, unexpected {unexpected[:3]})")
+    if new_levels:
+        log.info("init %s: detection levels at strides %s start from scratch", path, ours[len(theirs):])
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -207,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         init = load_checkpoint(cfg.init)
         if init.is_reparameterized:
             raise ValueError(f"{cfg.init}: init checkpoint is in fused form; training needs a train-form checkpoint")
-        model.load_state_dict(init.state_dict())
+        _load_init(model, init, cfg.init)
     model.to(device).train()
     ema = ModelEMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
