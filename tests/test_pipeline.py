@@ -381,6 +381,33 @@ def test_lift_to_ego_and_cross_check():
     assert not bad.consistent and bad.depth == pytest.approx(z, rel=0.05)
 
 
+def test_ground_gate_drops_floating_boxes_and_keeps_grounded_ones():
+    from perception.pipeline.engine import Frame, Lift
+    from perception.pipeline.lifting import GroundGate
+    cam = Camera("front", 640, 384, [[400, 0, 319.5], [0, 400, 191.5], [0, 0, 1]], np.zeros(5),
+                 camera_pose(1.5, 0.0, 1.5, 0.0))
+    gate = GroundGate()
+    size = np.array([8.0, 2.5, 3.2])
+    on_road = LiftedObject("front", "truck", 0.9, np.zeros(4), np.array([9.0, 0, 1.6]), size, 0.0, 9.0)
+    floating = LiftedObject("front", "truck", 0.9, np.zeros(4), np.array([9.0, 0, 2.8]), size, 0.0, 9.0)  # 1.2 m up
+    uphill = LiftedObject("front", "car", 0.9, np.zeros(4), np.array([50.0, 0, 2.75]), np.array([4.5, 1.8, 1.5]),
+                          0.0, 50.0)  # 2 m up at 50 m: a 4 % climb, within 0.5 + 0.06 * 50 = 3.5 m
+    assert floating.bottom_height == pytest.approx(1.2) and on_road.bottom_height == pytest.approx(0.0)
+    kept, dropped = gate([on_road, floating, uphill])
+    assert kept == [on_road, uphill] and dropped == [floating]
+    # the Lift stage applies the gate and counts; ground_gate=None keeps everything
+    z = 9.0
+    c = np.array([0.0, 1.5 - 2.8, z])            # centre 2.8 m above the ground, camera at 1.5 m
+    uv = cam.K @ c / z
+    box = [uv[0] - 60, uv[1] - 40, uv[0] + 60, uv[1] + 40]
+    frame = Frame(0, 0.0, ["front"], [np.zeros((384, 640, 3), np.uint8)], [False], net_cameras=[cam],
+                  valid=[True], detections=[_det(c, box, size=tuple(size), label=1)],
+                  depth=[np.full((384, 640), z - 1.25, np.float32)])
+    lift = Lift()
+    assert lift(frame).objects == [] and lift.floating_dropped == 1
+    assert len(Lift(ground_gate=None)(frame).objects) == 1
+
+
 def test_yaw_conversion_kitti_to_ego():
     from perception.pipeline.lifting import yaw_cam_to_ego
     T = camera_pose(0, 0, 1.5, 0.0)

@@ -182,6 +182,9 @@ def run_command(
                                   "bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16."),
     score_thresh: float = typer.Option(0.5, "--score-thresh", help="Detections kept for display, lifting and "
                                        "tracking."),
+    ground_gate: bool = typer.Option(True, "--ground-gate/--no-ground-gate", help="Drop detections whose 3D box "
+                                     "floats above the ground plane (0.5 m + 6 %% of the distance); needs a "
+                                     "sensible mount in the calibration."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
     serve: int = typer.Option(None, "--serve", help="Serve the live view on http://127.0.0.1:PORT/."),
@@ -204,7 +207,7 @@ def run_command(
     opts = pipeline_options(model=model, backend=backend, out=out, show=show, serve=serve, max_frames=max_frames,
                             size=size, device=device, render=not no_render, precision=precision,
                             score_thresh=score_thresh,
-                            extra={"loop": loop})
+                            extra={"loop": loop, "ground_gate": ground_gate})
     if rig is not None:
         try:
             the_rig, sources = build_rig(rig)

@@ -8,7 +8,8 @@ A :class:`Backend` takes a batch ``images [B, 3, H, W]`` float RGB in [0, 1] and
 
 Built in: ``torch`` (eager), ``torch-compile`` (``torch.compile``) and ``cuda-graph`` (CUDA
 graph replay of a static-shape forward; CUDA only). Others register with
-:func:`register_backend` (``onnx`` and ``tensorrt`` are reserved names for the deploy issue).
+:func:`register_backend`; ``onnx`` and ``tensorrt`` live in :mod:`perception.deploy.backends` and are
+loaded on first use.
 """
 
 from __future__ import annotations

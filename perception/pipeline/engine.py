@@ -39,7 +39,7 @@ from perception.nn.postprocess import Detections, decode_detections, make_anchor
 from perception.pipeline.backends import Backend
 from perception.pipeline.bev import BEVConfig, BEVState, GroundMosaic, OccupancyGrid, fuse_objects
 from perception.pipeline.capture import Synchronizer
-from perception.pipeline.lifting import DepthPointCloud, DepthSmoother, lift_detections
+from perception.pipeline.lifting import DepthPointCloud, DepthSmoother, GroundGate, lift_detections
 from perception.pipeline.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,18 @@ class Decode:
 
 
 class Lift:
-    """Detections -> ego-frame objects (head/dense/ground-contact cross-check), depth -> ego points."""
+    """Detections -> ego-frame objects (head/dense/ground-contact cross-check), depth -> ego points.
+
+    With a :class:`GroundGate` (the default), objects floating above the ground are dropped and
+    counted in :attr:`floating_dropped`; ``ground_gate=None`` keeps everything."""
 
     name = "lift"
 
-    def __init__(self, point_stride: int = 4, max_depth: float = 50.0) -> None:
+    def __init__(self, point_stride: int = 4, max_depth: float = 50.0,
+                 ground_gate: GroundGate | None = GroundGate()) -> None:
         self.cloud = DepthPointCloud(point_stride, max_depth)
+        self.ground_gate = ground_gate
+        self.floating_dropped = 0
 
     def __call__(self, frame: Frame) -> Frame:
         objects, points = [], []
@@ -240,6 +246,12 @@ class Lift:
             cam = frame.net_cameras[i]
             objects += lift_detections(frame.detections[i], frame.depth[i], cam)
             points.append(self.cloud(frame.depth[i], cam))
+        if self.ground_gate is not None:
+            objects, dropped = self.ground_gate(objects)
+            if dropped:
+                self.floating_dropped += len(dropped)
+                log.debug("frame %d: dropped %d floating object(s): %s", frame.index, len(dropped),
+                          ", ".join(f"{o.label} {o.bottom_height:.1f} m up at {o.ground_range:.0f} m" for o in dropped))
         frame.objects = objects
         frame.points = np.concatenate(points) if points else np.zeros((0, 3), np.float32)
         return frame

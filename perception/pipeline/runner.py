@@ -27,6 +27,7 @@ from perception.pipeline.bev import BEVConfig
 from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
 from perception.pipeline.engine import (BEVFusion, Decode, Engine, Lift, ModelStage, Preprocess, SinkStage, Track,
                                         frames_from_synchronizer)
+from perception.pipeline.lifting import GroundGate
 from perception.pipeline.render import RenderConfig, Renderer
 from perception.pipeline.sinks import BEVImageSink, JsonlSink, ServerSink, VideoSink, WindowSink, write_summary
 from perception.pipeline.sources import Source, SourceError, open_source, source_kind
@@ -228,6 +229,7 @@ class PipelineOptions:
     bev: BEVConfig = field(default_factory=BEVConfig)
     display: RenderConfig = field(default_factory=RenderConfig)
     score_thresh: float = 0.5                     # shown/tracked detections (see docs/pipeline.md)
+    ground_gate: bool = True                      # drop objects floating above the ground (lifting.GroundGate)
     sync_tolerance: float | None = None           # seconds; None: 0.4 frame periods
     live_wait: float = 0.1
     queue_size: int = 4
@@ -321,7 +323,8 @@ class Pipeline:
             self.server = MJPEGServer(opts.serve)
             self.sinks.append(ServerSink(self.server, self.stats))
         self.renderer = Renderer(rig.names, cam0.size, opts.display) if opts.render else None
-        groups = [[self.preprocess, ModelStage(self.backend), self.decode], [Lift(), self.bev, Track()]]
+        self.lift = Lift(ground_gate=GroundGate() if opts.ground_gate else None)
+        groups = [[self.preprocess, ModelStage(self.backend), self.decode], [self.lift, self.bev, Track()]]
         last = ([self.renderer] if self.renderer else []) + ([SinkStage(self.sinks)] if self.sinks else [])
         groups.append(last)
         self.sink_stage = SinkStage(self.sinks)
@@ -401,6 +404,9 @@ class Pipeline:
             "backend": self.backend.name,
             "device": self.device,
         }  # exactly the keys of DESIGN.md section 6 (the precision is in the live stats and the log)
+        if self.lift.floating_dropped:
+            log.info("ground gate: dropped %d detection(s) floating above the ground (--no-ground-gate keeps them)",
+                     self.lift.floating_dropped)
         self.sink_stage.close(self.summary)
         if self.opts.write_outputs and self.out is not None:
             write_summary(self.out / "summary.json", self.summary)
