@@ -183,7 +183,7 @@ def run_command(
     score_thresh: float = typer.Option(0.5, "--score-thresh", help="Detections kept for display, lifting and "
                                        "tracking."),
     ground_gate: bool = typer.Option(True, "--ground-gate/--no-ground-gate", help="Drop detections whose 3D box "
-                                     "floats above the ground plane (0.5 m + 6 %% of the distance); needs a "
+                                     "floats above the ground plane (0.5 m + 6 per cent of the distance); needs a "
                                      "sensible mount in the calibration."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Output folder."),
     show: bool = typer.Option(False, "--show", help="Open an OpenCV window (needs a GUI OpenCV build)."),
