@@ -17,27 +17,18 @@ import argparse
 import json
 
 import numpy as np
-import torch
+from predictions import iter_predictions
 
 from perception.eval.detection import box_iou
-from perception.eval.runner import EvalOptions, TorchPredictor, load_model, open_dataset, preprocess
+from perception.eval.runner import EvalOptions
 from perception.pipeline.lifting import GroundGate, lift_detections
 
 
 def lifted_rows(dataset: str, data: str, size: tuple[int, int], model_spec: str, calib: str | None = None,
                 frames: int | None = None) -> list[dict]:
-    model, _ = load_model(model_spec)
-    pred = TorchPredictor(model, score_thresh=0.3)
-    samples, _, dense = open_dataset(EvalOptions(dataset=dataset, data=data, size=size, calib=calib, frames=frames))
     gate, rows = GroundGate(), []
-    for k, s in enumerate(samples):
-        if frames and k >= frames:
-            break
-        pre = [preprocess(s, c, size, dense) for c in range(len(s.cameras))]
-        images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
-        K = torch.from_numpy(np.stack([p.camera.K for p in pre])).float()
-        out = pred(images, K)
-        depth = out.depth.reshape(len(pre), *size).numpy()
+    opts = EvalOptions(dataset=dataset, data=data, size=size, calib=calib, frames=frames)
+    for k, (s, pre, out, depth) in enumerate(iter_predictions(model_spec, opts)):
         for c, p in enumerate(pre):
             objs = lift_detections(out.detections[c], depth[c], p.camera)
             gt = s.boxes2d[c] if s.boxes2d else None

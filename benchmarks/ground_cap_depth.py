@@ -13,9 +13,9 @@ import math
 import sys
 
 import numpy as np
-import torch
+from predictions import iter_predictions
 
-from perception.eval.runner import EvalOptions, TorchPredictor, load_model, open_dataset, preprocess
+from perception.eval.runner import EvalOptions
 from perception.geometry.transforms import rot_x
 
 VARIANTS = [  # name, pitch error (deg), height error (fraction), cap on
@@ -44,18 +44,10 @@ def main() -> None:
         sys.exit(__doc__)
     spec, ds, data, size = sys.argv[1], sys.argv[2], sys.argv[3], tuple(int(v) for v in sys.argv[4].split("x"))
     frames = int(sys.argv[5]) if len(sys.argv) > 5 else None
-    model, _ = load_model(spec)
-    pred = TorchPredictor(model, score_thresh=0.3)
-    samples, _, dense = open_dataset(EvalOptions(dataset=ds, data=data, size=size, frames=frames, seed=90000))
     per_image = {v[0]: [] for v in VARIANTS}
     split = {v[0]: np.zeros(4) for v in VARIANTS}
-    for k, s in enumerate(samples):
-        if frames and k >= frames:
-            break
-        pre = [preprocess(s, c, size, dense) for c in range(len(s.cameras))]
-        images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
-        K = torch.from_numpy(np.stack([p.camera.K for p in pre])).float()
-        depth = pred(images, K).depth.reshape(len(pre), *size).numpy()
+    opts = EvalOptions(dataset=ds, data=data, size=size, frames=frames, seed=90000)
+    for s, pre, _, depth in iter_predictions(spec, opts):
         for c, p in enumerate(pre):
             gt = p.depth
             if gt is None:

@@ -11,25 +11,18 @@ plane under the box (``ground``, needs the calibrated mount) and the one the pip
 import sys
 
 import numpy as np
-import torch
+from predictions import iter_predictions
 
 from perception.eval.detection import box_iou
-from perception.eval.runner import EvalOptions, TorchPredictor, load_model, open_dataset, preprocess
+from perception.eval.runner import EvalOptions
 from perception.pipeline.lifting import lift_detections
 
 
 def matched_distances(dataset: str, data: str, size: tuple[int, int], model_spec: str = "rep-s") -> np.ndarray:
     """``[N, 5]``: true z, head, dense, ground and chosen distance of each matched car/truck."""
-    model, _ = load_model(model_spec)
-    pred = TorchPredictor(model, score_thresh=0.3)
-    samples, _, dense = open_dataset(EvalOptions(dataset=dataset, data=data, size=size))
     rows = []
-    for s in samples:
-        pre = [preprocess(s, c, size, dense) for c in range(len(s.cameras))]
-        images = torch.from_numpy(np.stack([p.image for p in pre])).permute(0, 3, 1, 2).float().div_(255.0)
-        K = torch.from_numpy(np.stack([p.camera.K for p in pre])).float()
-        out = pred(images, K)
-        depth = out.depth.reshape(len(pre), *size).numpy()
+    opts = EvalOptions(dataset=dataset, data=data, size=size)
+    for s, pre, out, depth in iter_predictions(model_spec, opts):
         for c, p in enumerate(pre):
             objs = lift_detections(out.detections[c], depth[c], p.camera)
             gt = s.boxes2d[c]

@@ -1,0 +1,29 @@
+"""The model-over-a-dataset loop shared by the analysis scripts in this folder.
+
+    from predictions import iter_predictions      # scripts run as `python benchmarks/<script>.py`
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from perception.eval.runner import EvalOptions, TorchPredictor, load_model, open_dataset, preprocess
+
+
+def iter_predictions(model_spec: str, opts: EvalOptions, score_thresh: float = 0.3) -> Iterator[tuple]:
+    """``(sample, views, prediction, depth)`` per frame: the preprocessed camera views
+    (:func:`perception.eval.runner.preprocess`), the model's :class:`Prediction` for their batch and
+    its depth as a ``[cameras, H, W]`` numpy array. Stops after ``opts.frames`` frames if given."""
+    model, _ = load_model(model_spec)
+    pred = TorchPredictor(model, score_thresh=score_thresh)
+    samples, _, dense = open_dataset(opts)
+    for k, s in enumerate(samples):
+        if opts.frames and k >= opts.frames:
+            break
+        views = [preprocess(s, c, opts.size, dense) for c in range(len(s.cameras))]
+        images = torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).float().div_(255.0)
+        K = torch.from_numpy(np.stack([v.camera.K for v in views])).float()
+        out = pred(images, K)
+        yield s, views, out, out.depth.reshape(len(views), *opts.size).numpy()
