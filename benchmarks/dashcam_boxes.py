@@ -2,7 +2,9 @@
 
     python benchmarks/dashcam_boxes.py runs/run/detections.jsonl [--frames 30] [--width 1280 --height 720]
 
-Prints boxes per frame by class and how many frames hold a "giant" box (covering more than
+Prints boxes per frame by class, car boxes at score >= 0.5 per frame under and over 40 px tall
+(the teacher-agreement metric counts only cars at least 40 px tall, so distant cars found by
+the model are not in its reference), and how many frames hold a "giant" box (covering more than
 ``--giant`` of the image, default a tenth): on the shared dashcam clip such boxes are false
 positives (sky, trees, near road), which is how the model cards count them. ``--left-of X`` also
 counts the frames with a car box at score >= 0.5 that ends left of source column X: on the shared
@@ -21,6 +23,7 @@ from pathlib import Path
 def box_stats(path: Path, frames: int | None, width: int, height: int, giant: float,
               left_of: float | None = None) -> dict:
     per_label: Counter[str] = Counter()
+    by_height: Counter[str] = Counter()
     giant_frames, giants, n, left_frames = 0, [], 0, 0
     with path.open() as f:
         for line in f:
@@ -34,6 +37,8 @@ def box_stats(path: Path, frames: int | None, width: int, height: int, giant: fl
                     per_label[r["label"]] += 1
                     x1, y1, x2, y2 = r["box"]
                     left |= left_of is not None and r["label"] == "car" and r["score"] >= 0.5 and x2 < left_of
+                    if r["label"] == "car" and r["score"] >= 0.5:
+                        by_height["under_40px" if y2 - y1 < 40 else "40px_or_taller"] += 1
                     frac = max(0.0, x2 - x1) * max(0.0, y2 - y1) / (width * height)
                     if frac > giant:
                         found = True
@@ -42,6 +47,8 @@ def box_stats(path: Path, frames: int | None, width: int, height: int, giant: fl
             giant_frames += found
             left_frames += left
     out = {"frames": n, "boxes_per_frame": {k: round(v / max(n, 1), 2) for k, v in sorted(per_label.items())},
+           "car_boxes_per_frame_at_0.5_by_height": {k: round(by_height[k] / max(n, 1), 2)
+                                                    for k in ("under_40px", "40px_or_taller")},
            "frames_with_giant_box": giant_frames, "giant_fraction": giant, "giant_boxes": giants}
     if left_of is not None:
         out["frames_with_car_box_left_of"] = {"x": left_of, "frames": left_frames}
