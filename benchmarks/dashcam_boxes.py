@@ -36,9 +36,9 @@ def box_stats(path: Path, frames: int | None, width: int, height: int, giant: fl
                 for r in rows:
                     per_label[r["label"]] += 1
                     x1, y1, x2, y2 = r["box"]
-                    left |= left_of is not None and r["label"] == "car" and r["score"] >= 0.5 and x2 < left_of
                     if r["label"] == "car" and r["score"] >= 0.5:
                         by_height["under_40px" if y2 - y1 < 40 else "40px_or_taller"] += 1
+                        left |= left_of is not None and x2 < left_of
                     frac = max(0.0, x2 - x1) * max(0.0, y2 - y1) / (width * height)
                     if frac > giant:
                         found = True
