@@ -150,6 +150,28 @@ def test_resume_is_exact(tmp_path):
     assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_tensorboard_curves_survive_a_resume(tmp_path):
+    """The TensorBoard log holds one loss per step across a kill after the checkpoint and a resume."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = fake_folder(tmp_path / "d", frames=4)
+    cfg = _cfg(tmp_path, data)
+    rows = []
+    train(cfg, stop_after=4, progress=rows.append)
+    # steps logged after the checkpoint, then killed: the resume must hide them
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(tmp_path / "run" / "tb")) as w:
+        w.add_scalar("train/loss", 1e6, 5)
+    train(cfg, resume=True, progress=rows.append)
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([e.value for e in loss], [r["loss"] for r in rows], rtol=1e-6)
+    assert {"train/lr", "train/depth", "train/img_per_s"} <= set(acc.Tags()["scalars"])
+
+
 def test_training_reduces_the_loss(tmp_path):
     data = fake_folder(tmp_path / "d", frames=4)
     rows = []

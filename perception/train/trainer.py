@@ -334,7 +334,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + ["img_per_s"]
     if writer and csv_path.stat().st_size == 0:
         writer.writerow(columns + ["time"])
-    tb = _tensorboard(out) if rank == 0 else None
+    tb = _tensorboard(out, purge_step=step + 1 if resume else None) if rank == 0 else None
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -421,10 +421,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     return out
 
 
-def _tensorboard(out: Path):  # noqa: ANN202
+def _tensorboard(out: Path, purge_step: int | None = None):  # noqa: ANN202
+    """TensorBoard writer in ``out/tb``. On resume, ``purge_step`` makes TensorBoard drop the
+    events a killed run logged after its checkpoint (as :func:`_trim_log` does for the CSV)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # noqa: BLE001 - tensorboard is optional
-        log.info("tensorboard not installed: logging to CSV only (pip install tensorboard)")
+        log.info("tensorboard not installed: logging to CSV only (pip install 'perception[tensorboard]')")
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(out / "tb"), purge_step=purge_step)
