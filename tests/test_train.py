@@ -154,13 +154,13 @@ def test_tensorboard_curves_survive_a_resume(tmp_path):
     """The TensorBoard log holds one loss per step across a kill after the checkpoint and a resume."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
 
     data = fake_folder(tmp_path / "d", frames=4)
     cfg = _cfg(tmp_path, data)
     rows = []
     train(cfg, stop_after=4, progress=rows.append)
     # steps logged after the checkpoint, then killed: the resume must hide them
-    from torch.utils.tensorboard import SummaryWriter
     with SummaryWriter(str(tmp_path / "run" / "tb")) as w:
         w.add_scalar("train/loss", 1e6, 5)
     train(cfg, resume=True, progress=rows.append)
