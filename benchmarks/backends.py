@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from perception.deploy.backend_bench import BACKENDS, _load, bench_backends, check_backends  # noqa: E402
 from perception.deploy.bench import parse_size  # noqa: E402
-from perception.deploy.profiling import environment  # noqa: E402
+from perception.utils.profiling import environment  # noqa: E402
 
 
 def bench_speed(args: argparse.Namespace) -> dict[str, Any]:

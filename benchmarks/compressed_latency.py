@@ -3,9 +3,9 @@
     python benchmarks/compressed_latency.py rep-s runs/compress/rep-s-morphnet2/shrunk.safetensors \
         --size 256x448 --batches 1,6 --threads 2 --out runs/bench/compressed.json
 
-Each MODEL is anything ``perception eval --model`` takes (a registered name with shipped weights,
-a checkpoint, a Deep Compression ``.pdc``, the binary or channel-pruned files of ``perception
-compress``). Every model is fused (deploy form) and timed on the same random batch, forward only,
+Each MODEL is anything ``--model`` takes (:func:`perception.nn.resolve_model`: a registered name
+with shipped weights, a checkpoint, a Deep Compression ``.pdc``, the binary or channel-pruned files
+of ``perception compress``). Every model is fused (deploy form) and timed on the same random batch, forward only,
 warm-up excluded, the models' timing rounds interleaved so machine load hits all alike; median and
 p90 per call, frames/s = batch / median, FLOPs of the fused model.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+import perception.compress  # noqa: F401  (registers the compressed model formats)
 from perception.compress.common import count_params, model_flops
 from perception.deploy.bench import parse_size
-from perception.deploy.profiling import environment, summarize, time_calls
-from perception.eval.runner import load_model
-from perception.nn import reparameterize_model
+from perception.nn import reparameterize_model, resolve_model
+from perception.utils.profiling import environment, summarize, time_calls
 
 
 def main() -> None:
@@ -42,8 +42,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     models = {}
     for spec in args.models:
-        model, _ = load_model(spec)
-        models[spec] = reparameterize_model(model).eval()
+        models[spec] = reparameterize_model(resolve_model(spec)).eval()
     result = {"command": " ".join(["python"] + sys.argv), "env": environment(cpu), "size": list(size),
               "models": {s: {"params": count_params(m), "flops_per_frame": model_flops(m, size)}
                          for s, m in models.items()}, "results": {}}

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from perception.deploy.bench import parse_size
-from perception.deploy.profiling import (count_flops, environment, peak_activation_bytes, summarize,
-                                         time_calls)
 from perception.nn.backbone import BackboneConfig, RepBackbone
 from perception.nn.reparam import reparameterize_model
 from perception.nn.zoo_efficient import EFFICIENT_WIDTHS
+from perception.utils.profiling import (count_flops, environment, peak_activation_bytes, summarize,
+                                        time_calls)
 
 log = logging.getLogger("efficient_blocks")
 DEPTHS = (1, 2, 4, 1)

@@ -9,14 +9,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from perception.eval.runner import EvalOptions, TorchPredictor, load_model, open_dataset, preprocess
+import perception.compress  # noqa: F401  (registers the compressed model formats)
+from perception.eval.runner import EvalOptions, TorchPredictor, open_dataset, preprocess
+from perception.nn import resolve_model
 
 
 def iter_predictions(model_spec: str, opts: EvalOptions, score_thresh: float = 0.3) -> Iterator[tuple]:
     """``(sample, views, prediction, depth)`` per frame: the preprocessed camera views
     (:func:`perception.eval.runner.preprocess`), the model's :class:`Prediction` for their batch and
     its depth as a ``[cameras, H, W]`` numpy array. Stops after ``opts.frames`` frames if given."""
-    model, _ = load_model(model_spec)
+    model = resolve_model(model_spec)
     pred = TorchPredictor(model, score_thresh=score_thresh)
     samples, _, dense = open_dataset(opts)
     for k, s in enumerate(samples):

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from perception.pipeline.bev import BEVConfig
     from perception.pipeline.runner import Pipeline, PipelineOptions, parse_size
-    from perception.pipeline.synthetic import MemorySource, surround_rig
+    from perception.pipeline.bench_inputs import MemorySource, surround_rig
 
     h, w = parse_size(args.size)
     rig = surround_rig(args.cameras, w, h)

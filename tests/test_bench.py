@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from perception.deploy.bench import BenchSettings, measure_forms, parse_size
-from perception.deploy.profiling import ActivationMemoryTracker, count_flops, summarize
+from perception.utils.profiling import ActivationMemoryTracker, count_flops, summarize
 
 
 def test_flops_count_a_multiply_add_as_two():
@@ -62,7 +62,7 @@ def test_parse_size():
 def test_builtin_repvgg_a0_peer_matches_the_paper():
     """RepVGG-A0 rebuilt from our blocks: 1.36 GMACs at 224x224 (Ding et al. 2021, Table 4)."""
     from perception.deploy.bench import load_peer
-    from perception.deploy.profiling import count_flops
+    from perception.utils.profiling import count_flops
     from perception.nn import is_reparameterized
 
     peer = load_peer("builtin:repvgg-a0")
@@ -83,6 +83,7 @@ def _invoke(args):
     return CliRunner().invoke(app, ["bench", "model", *args])
 
 
+@pytest.mark.slow
 def test_bench_model_backends_writes_json(tmp_path):
     """`perception bench model --backends`: the fused model per backend, warm-up excluded."""
     pytest.importorskip("onnxruntime")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from perception.cli import app
@@ -27,6 +28,7 @@ def test_bench_model_rejects_unknown_model():
     assert "unknown model" in result.output
 
 
+@pytest.mark.slow
 def test_bench_model_writes_json(tmp_path):
     out = tmp_path / "b.json"
     result = runner.invoke(app, ["bench", "model", "--model", "rep-n", "--batch", "1", "--size", "64x96",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -114,16 +115,16 @@ def test_deep_compression_file_decodes_exactly_and_is_much_smaller(tmp_path):
     w = dict(decoded.named_parameters())[next(iter(masks))]
     assert len(torch.unique(w[w != 0])) <= 16  # 4-bit weight sharing
     assert sizes["fp32_bytes"] / sizes["file_bytes"] > 5
-    # `perception eval --model m.pdc` decodes the same model
-    from perception.eval.runner import EvalError, load_model
+    # `--model m.pdc` (perception.nn.resolve_model, behind every command) decodes the same model
+    from perception.nn import ModelLoadError, resolve_model
 
-    loaded, desc = load_model(str(tmp_path / "m.pdc"))
-    assert desc.endswith("m.pdc") and loaded.is_reparameterized
+    loaded = resolve_model(str(tmp_path / "m.pdc"))
+    assert str(loaded.source).endswith("m.pdc") and loaded.is_reparameterized
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     (tmp_path / "bad.pdc").write_bytes(b"nope")
-    with pytest.raises(EvalError, match="not a PDC1"):
-        load_model(str(tmp_path / "bad.pdc"))
+    with pytest.raises(ModelLoadError, match="not a PDC1"):
+        resolve_model(str(tmp_path / "bad.pdc"))
 
 
 def test_deep_compression_pipeline(data, trained, tmp_path):
@@ -201,10 +202,10 @@ def test_morphnet_from_dense_without_expand(data, trained, tmp_path):
                                 dense=trained)
     assert rep["expanded"] is None and rep["shrunk"]["flops"] <= 0.65 * rep["dense"]["flops"]
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())  # the dense model is untouched
-    # `perception eval --model shrunk.safetensors` loads the channel-pruned network
-    from perception.eval.runner import load_model
+    # `--model shrunk.safetensors` loads the channel-pruned network
+    from perception.nn import resolve_model
 
-    loaded, _ = load_model(str(tmp_path / "shrunk.safetensors"))
+    loaded = resolve_model(str(tmp_path / "shrunk.safetensors"))
     assert common.model_flops(reparameterize_model(loaded), data.size) == rep["shrunk"]["flops"]
 
 
@@ -247,10 +248,10 @@ def test_binary_reduces_bits_and_ops(data, trained, tmp_path, mode):
     conv = next(m for m in model.modules() if isinstance(m, binarize.BinaryConv2d))
     w = conv.binary_weight()
     assert all(len(torch.unique(row.abs())) == 1 for row in w.flatten(1))  # +-alpha per output channel
-    # `perception eval --model model.safetensors` recognises the binary file and decodes it
-    from perception.eval.runner import load_model
+    # `--model model.safetensors` recognises the binary file and decodes it
+    from perception.nn import resolve_model
 
-    loaded, _ = load_model(str(tmp_path / "model.safetensors"))
+    loaded = resolve_model(str(tmp_path / "model.safetensors"))
     n_binary = sum(isinstance(m, binarize.BinaryConv2d) for m in model.modules())
     assert n_binary > 0 and sum(isinstance(m, binarize.BinaryConv2d) for m in loaded.modules()) == n_binary
     x = data.val["images"][:1]
@@ -281,7 +282,7 @@ def test_distillation_adds_terms_and_runs(data, tmp_path):
 def test_trainer_accepts_a_distillation_wrapper(tmp_path):
     from perception.train.config import TrainConfig
     from perception.train.trainer import train
-    from tests.fake_data import fake_folder
+    from tests.helpers import fake_folder
 
     folder = fake_folder(tmp_path / "data", frames=2)
     teacher = create_model("rep-n", **TINY_OVERRIDES).eval()
@@ -308,7 +309,7 @@ def test_train_config_distill_teacher(tmp_path):
     from perception.nn import save_checkpoint
     from perception.train.config import TrainConfig
     from perception.train.trainer import train
-    from tests.fake_data import fake_folder
+    from tests.helpers import fake_folder
 
     folder = fake_folder(tmp_path / "data", frames=2)
     teacher = save_checkpoint(create_model("rep-n", **TINY_OVERRIDES), tmp_path / "teacher.safetensors")
@@ -346,3 +347,51 @@ def test_cli_compress_binary_smoke(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["method"] == "binary-bwn" and (tmp_path / "model.safetensors").is_file()
+
+
+def test_cli_compress_has_one_command_per_method_with_its_own_options():
+    runner = CliRunner()
+    top = runner.invoke(app, ["compress", "--help"])
+    assert top.exit_code == 0 and all(m in top.output for m in ("lottery", "morphnet", "deep-compression", "binary",
+                                                                 "distill"))
+    own = {"lottery": "--rewind", "morphnet": "--shrink-flops", "deep-compression": "--sparsity",
+           "binary": "--mode", "distill": "--teacher"}
+    def has(flag: str, text: str) -> bool:
+        return re.search(rf"{flag}(?![\w-])", text) is not None
+
+    for method, flag in own.items():
+        r = runner.invoke(app, ["compress", method, "--help"])
+        assert r.exit_code == 0, r.output
+        assert has(flag, r.output) and has("--out", r.output) and has("--steps", r.output), method
+        others = [f for m, f in own.items() if m != method and has(f, r.output)]
+        assert not others, (method, others)
+    assert not has("--init", runner.invoke(app, ["compress", "distill", "--help"]).output)
+
+
+def test_cli_compress_lottery_starts_from_init(tmp_path):
+    """`compress lottery --init CKPT`: the dense training starts from the checkpoint and the tickets
+    rewind to it (rewind 0: the rewind weights are the checkpoint's)."""
+    from perception.nn import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(123)
+    ckpt = save_checkpoint(randomize_bn(tiny(7), seed=3), tmp_path / "init.safetensors")
+    args = ["compress", "lottery", "--tiny", "--steps", "1", "--rounds", "1", "--no-control", "--frames", "2",
+            "--val-frames", "1", "--batch", "2"]
+    r = CliRunner().invoke(app, [*args, "--init", str(ckpt), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "run" / lottery.STATE_FILE, map_location="cpu", weights_only=False)
+    want = load_checkpoint(ckpt).state_dict()
+    assert state["theta_k"].keys() == want.keys()
+    assert all(torch.equal(state["theta_k"][k], want[k]) for k in want)
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["init"] == state["settings"]["init"] != "random"
+    # without --init the rewind weights are a random initialisation, not the checkpoint's
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "random")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "random" / "report.json").read_text())["init"] == "random"
+    # a checkpoint of another architecture, or fused, is refused before any training
+    r = CliRunner().invoke(app, [*args[:2], "--init", str(ckpt), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "does not fit --model rep-n" in r.output
+    fused = save_checkpoint(reparameterize_model(tiny()), tmp_path / "fused.safetensors")
+    r = CliRunner().invoke(app, [*args, "--init", str(fused), "--out", str(tmp_path / "y")])
+    assert r.exit_code == 1 and "train-form" in r.output

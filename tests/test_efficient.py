@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from perception.deploy.profiling import count_flops
 from perception.nn import list_models, reparameterize_model
 from perception.nn.backbone import BackboneConfig, RepBackbone
 from perception.nn.efficient import EFFICIENT_BLOCKS, channel_shuffle
 from perception.nn.zoo_efficient import EFFICIENT_WIDTHS, create_efficient_model, list_efficient_models
+from perception.utils.profiling import count_flops
 from tests.helpers import randomize_bn
 
 

@@ -356,6 +356,7 @@ def test_eval_cli_rejects_bad_input(tmp_path, monkeypatch):
 def test_onnx_backend_gives_the_torch_metrics(shared_data, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    import perception.deploy  # noqa: F401  (registers the onnx backend with the pipeline)
     from perception.data.readers import KittiReader
     from perception.eval.runner import EvalOptions, evaluate, make_backend_predictor
     from perception.nn import create_model
@@ -407,7 +408,6 @@ def test_eval_of_an_exported_onnx_file_matches_torch(tmp_path):
     assert r.exit_code == 1 and "train-form checkpoint" in r.output
 
 
-@pytest.mark.slow
 def test_eval_cli_synth_end_to_end(tmp_path):
     out = tmp_path / "tmp"
     r = runner.invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "synth", "--frames", "2",

@@ -11,7 +11,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from helpers import randomize_bn  # noqa: E402
+from tests.helpers import randomize_bn  # noqa: E402
 
 from perception.deploy.export import (  # noqa: E402
     DECODED_OUTPUTS,

@@ -26,6 +26,7 @@ from perception.geometry.transforms import camera_pose
 from perception.nn import create_model
 from perception.nn.postprocess import Detections
 from perception.pipeline.backends import create_backend, list_backends
+from perception.pipeline.bench_inputs import MemorySource, surround_rig, synthetic_image, write_clip
 from perception.pipeline.bev import BEVConfig, GroundMosaic, OccupancyGrid, fuse_objects
 from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
 from perception.pipeline.lifting import LiftedObject, lift_detections
@@ -34,7 +35,6 @@ from perception.pipeline.server import MJPEGServer
 from perception.pipeline.sinks import SUMMARY_KEYS, gui_available
 from perception.pipeline.sources import (ImageFolderSource, Source, SourceError, VideoFileSource, open_source,
                                          source_kind)
-from perception.pipeline.synthetic import MemorySource, surround_rig, synthetic_image, write_clip
 from perception.pipeline.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,7 +336,6 @@ def test_sigint_and_sigterm_finalise_outputs(tmp_path):
         assert summary["frames"] == len(lines) and (out / "bev.png").exists()
 
 
-@pytest.mark.slow
 def test_synth_source_shares_one_world_per_rig():
     from perception.pipeline.sources import SynthSource
     front = SynthSource("synth://?seed=1&camera=front&size=64x112&frames=1")
@@ -486,11 +485,17 @@ def test_tracker_stable_ids_and_velocity():
 
 
 # ----------------------------------------------------------------------------- backends
-def test_backends(small_model):
-    # the deploy backends are found by name without importing perception.deploy first
-    assert {"onnx", "tensorrt", "torch"} <= set(list_backends())
-    with pytest.raises(ValueError, match="unknown backend"):
+def test_backends(small_model, monkeypatch):
+    import perception.deploy  # noqa: F401  (registers onnx, onnxruntime, tensorrt with the pipeline)
+    from perception.pipeline import backends
+
+    assert {"onnx", "onnxruntime", "tensorrt", "torch"} <= set(list_backends())
+    with pytest.raises(ValueError, match="unknown backend 'nope'; registered: .*torch"):
         create_backend("nope", small_model)
+    # the pipeline never imports the deploy layer: without it, asking for onnx says what registers it
+    monkeypatch.delitem(backends._BACKENDS, "onnx")
+    with pytest.raises(ValueError, match="unknown backend 'onnx'.*`import perception.deploy`"):
+        create_backend("onnx", small_model)
     b = create_backend("torch", small_model)
     assert b.model.is_reparameterized
     x = torch.rand(2, 3, 64, 96)

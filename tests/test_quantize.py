@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 
-from helpers import randomize_bn  # noqa: E402
+from tests.helpers import randomize_bn  # noqa: E402
 
 from perception.deploy.export import default_intrinsics, export_onnx, node_counts, read_metadata  # noqa: E402
 from perception.deploy.quantize import FeedReader, fidelity, quantize_onnx, real_frames  # noqa: E402

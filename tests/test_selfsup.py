@@ -195,7 +195,7 @@ def test_triplet_augmentation_is_shared_by_the_three_frames():
 
 def _video_cfg(tmp_path, tiny_video, **kw):
     from perception.train.config import TrainConfig
-    from tests.fake_data import fake_folder
+    from tests.helpers import fake_folder
 
     path, calib, _ = tiny_video
     data = fake_folder(tmp_path / "d", frames=4)  # 8 images: 2 steps per epoch of batch 4
@@ -232,6 +232,7 @@ def test_training_with_video_logs_selfsup_and_ships_no_posenet(tmp_path, tiny_vi
         assert set(f.keys()) == model_keys
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_video(tmp_path, tiny_video, cache):
     from perception.train.trainer import train
 

@@ -279,3 +279,22 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     base = synth_cache_dir("synth:front_wide,seed=5", (64, 96), tmp_path)
     assert synth_cache_dir("synth:front_wide,seed=5,barriers=0", (64, 96), tmp_path) == base   # old caches stay valid
     assert synth_cache_dir("synth:front_wide,seed=5,barriers=0.5", (64, 96), tmp_path) != base
+
+
+def test_preview_pictures_follow_the_camera_layout(frame):
+    """The documentation pictures (``python -m perception.data.synth.preview``): the six cameras in
+    the 2x3 nuScenes layout, depth black exactly where it is invalid, the ego drawn in red on the BEV."""
+    from perception.data.synth.preview import bev_image, depth_mosaic, mosaic
+
+    _, s = frame
+    names = s.camera_names
+    m = mosaic(s)
+    assert m.shape == (2 * H, 3 * W, 3)
+    assert np.array_equal(m[:H, W:2 * W], s.images[names.index("front")])
+    assert np.array_equal(m[H:, :W], s.images[names.index("back_left")])
+    d = depth_mosaic(s)
+    invalid = s.depth[names.index("front")] <= 0
+    assert invalid.any() and (d[:H, W:2 * W][invalid] == 0).all() and (d[:H, W:2 * W][~invalid].max(-1) > 0).all()
+    bev = bev_image(s, scale=2)
+    h, w = s.extras["bev"]["drivable"].shape
+    assert bev.shape == (2 * h, 2 * w, 3) and tuple(bev[h, w]) == (255, 60, 60)  # ego at the centre

@@ -17,7 +17,7 @@ from perception.train.config import TrainConfig
 from perception.train.data import AugmentConfig, CameraDataset, collate, make_item
 from perception.train.losses import silog_loss, varifocal_loss
 from perception.train.trainer import epoch_batches, lr_factor, train
-from tests.fake_data import fake_folder, fake_sample
+from tests.helpers import fake_folder, fake_sample
 
 
 def test_assigner_picks_anchors_inside_the_box_with_best_alignment():
@@ -104,7 +104,8 @@ def test_collate_pads_boxes(tmp_path):
     batch = collate([ds[i] for i in range(4)])
     assert batch["images"].shape == (4, 3, 64, 96) and batch["depth"].shape == (4, 1, 64, 96)
     n = batch["gt_mask"].sum(1)
-    assert (batch["gt_labels"][batch["gt_mask"]] == 0).all() and n.max() == batch["gt_boxes"].shape[1]
+    labels = batch["gt_labels"][batch["gt_mask"]]
+    assert set(labels.tolist()) <= {0, 3} and n.max() == batch["gt_boxes"].shape[1]  # cars and pedestrians
 
 
 def test_epoch_batches_shard_without_overlap():
@@ -129,6 +130,7 @@ def _cfg(tmp_path, data, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     data = fake_folder(tmp_path / "d", frames=4)
     straight = train(_cfg(tmp_path / "a", data))
@@ -142,9 +144,8 @@ def test_resume_is_exact(tmp_path):
     assert s1["step"] == s2["step"] == 6
     for k in s1["model"]:
         assert torch.equal(s1["model"][k], s2["model"][k]), k
-    fused = load_checkpoint(resumed / "rep-n-fused.safetensors")
-    assert fused.is_reparameterized
     assert not load_checkpoint(resumed / "rep-n.safetensors").is_reparameterized
+    assert not (resumed / "rep-n-fused.safetensors").exists()  # one shipped form: fused on load
     lines = (resumed / "log.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 6  # header + one row per step, across the resume
     assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4, 5, 6]
@@ -172,6 +173,7 @@ def test_tensorboard_curves_survive_a_resume(tmp_path):
     assert {"train/lr", "train/depth", "train/img_per_s"} <= set(acc.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss(tmp_path):
     data = fake_folder(tmp_path / "d", frames=4)
     rows = []
@@ -205,7 +207,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, cfg, str(tmp_path / "init")), nprocs=2, join=True)
     state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)
     assert state["step"] == 2
-    assert (tmp_path / "run" / "rep-n-fused.safetensors").is_file()
+    assert (tmp_path / "run" / "rep-n.safetensors").is_file()
 
 
 def test_synth_spec_parsing_and_cache_dir(tmp_path):
@@ -278,6 +280,7 @@ def test_teacher_spec_writes_a_pseudo_labelled_folder(shared_data, tmp_path):
     assert item["depth"] is None and not item["has3d"].any()
 
 
+@pytest.mark.slow
 def test_parallel_synth_render_matches_serial(tmp_path):
     """Rendering the training cache in worker processes gives byte-identical frames."""
     from perception.train.sources import render_synth

@@ -39,6 +39,19 @@ def not_built(command: str, issue: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def register_backends() -> None:
+    """Register the deploy layer's model-stage backends (``onnx``, ``onnxruntime``, ``tensorrt``)
+    with the pipeline's registry. Every command that takes ``--backend`` calls it; it is not done at
+    start-up because it loads torch, which ``perception --help`` does not need."""
+    import perception.deploy  # noqa: F401  (registration happens on import)
+
+
+def register_model_formats() -> None:
+    """Register the compressed model file formats (Deep Compression ``.pdc``, binary and
+    channel-pruned safetensors) with :func:`perception.nn.resolve_model`. Every command that takes
+    ``--model`` calls it; like :func:`register_backends` it is not done at start-up (it loads torch)."""
+    import perception.compress  # noqa: F401  (registration happens on import)
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from perception.cli.app import app, console, fail, setup_logging
+from perception.cli.app import app, console, fail, register_backends, register_model_formats, setup_logging
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -52,10 +52,12 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from perception.eval import EvalError, EvalOptions, TeacherPredictor, evaluate, load_model, \
-        make_backend_predictor, onnx_file_predictor, open_dataset
+    from perception.eval import EvalError, EvalOptions, TeacherPredictor, evaluate, make_backend_predictor, \
+        onnx_file_predictor, open_dataset
     from perception.eval.report import write_metrics, write_report
+    from perception.nn import ModelLoadError, resolve_model
 
+    register_backends()  # --backend onnx and .onnx files run on the deploy layer's ONNX Runtime backend
     hw = _parse_size(size)
     if not 0.0 <= score_thresh < 1.0:
         fail(f"--score-thresh must be in [0, 1), got {score_thresh}")
@@ -84,7 +86,12 @@ def eval_command(
             predictor = onnx_file_predictor(model, hw, score_thresh=score_thresh, iou_thresh=opts.iou_thresh,
                                             max_det=opts.max_det)
         else:
-            net, desc = load_model(model, random_weights=random_weights)
+            register_model_formats()  # --model FILE.pdc and the other compressed files
+            try:
+                net = resolve_model(model, random_weights=random_weights)
+            except ModelLoadError as exc:
+                raise EvalError(str(exc)) from None
+            desc = str(net.source)
             predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh,
                                                iou_thresh=opts.iou_thresh, max_det=opts.max_det)
         samples, n, dense = open_dataset(opts)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from perception.cli.app import app, console, fail, setup_logging
+from perception.cli.app import app, console, fail, register_model_formats, setup_logging
 
 log = logging.getLogger("perception.cli.export")
 
@@ -18,10 +18,11 @@ log = logging.getLogger("perception.cli.export")
                             "BatchNorm, backbone only Conv/Relu, ONNX Runtime == torch), or build a TensorRT engine.")
 def export_command(
     model: str = typer.Option("rep-s", "--model", "-m", help="Registered model name (shipped weights, or random "
-                              "weights with a warning) or a checkpoint path."),
+                              "weights with a warning) or a model file (checkpoint, or a `perception compress` "
+                              "file such as .pdc)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, tensorrt (needs TensorRT; builds from ONNX) or "
-                            "safetensors (the shipped fp16 pair, train + fused form, of a trained train-form "
-                            "checkpoint into the --out folder, e.g. models/rep-s)."),
+                            "safetensors (the shipped fp16 train-form file of a trained train-form checkpoint into the "
+                            "--out folder, e.g. models/rep-s; the fused form is derived on load)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (.onnx, or .engine for tensorrt); default "
                              "exports/<model>-<H>x<W>.onnx"),
     batch: int = typer.Option(1, "--batch", "-b", help="Static batch (images per forward = cameras x time)."),
@@ -53,6 +54,7 @@ def export_command(
     from perception.deploy.bench import parse_size
     from perception.deploy.export import ExportError, export_from_spec
 
+    register_model_formats()  # --model FILE.pdc and the other compressed files
     if fmt not in ("onnx", "tensorrt", "safetensors"):
         fail(f"--format must be onnx, tensorrt or safetensors, got {fmt!r}")
     if fmt == "safetensors":
@@ -111,10 +113,11 @@ def _release(model: str, out: Path | None) -> None:
         report = release_checkpoint(model, out)
     except (ValueError, OSError) as exc:
         fail(str(exc))
-    for form, f in report["files"].items():
-        err = ", ".join(f"{k} {v:.1e}" for k, v in report["max_rel_error"][form].items())
-        console.print(f"{form:5s} {f['path']}  {f['bytes'] / 1e6:.1f} MB  fp16 vs fp32 max rel. error: {err}",
-                      highlight=False)
+    f = report["files"]["train"]
+    console.print(f"{f['path']}  {f['bytes'] / 1e6:.1f} MB (train form; fused on load)", highlight=False)
+    for form, errors in report["max_rel_error"].items():
+        err = ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+        console.print(f"  {form:5s} fp16 vs fp32 max rel. error: {err}", highlight=False)
 
 
 def _quantize(fp32: Path, size: tuple[int, int], frames: int, activation: str, method: str = "minmax",

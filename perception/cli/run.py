@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perception.cli.app import app, console, fail, setup_logging
+from perception.cli.app import app, console, fail, register_backends, register_model_formats, setup_logging
 
 log = logging.getLogger("perception.cli.run")
 
@@ -29,6 +29,8 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
     from perception.pipeline.render import RenderConfig
     from perception.pipeline.runner import PipelineOptions, parse_size
 
+    register_backends()
+    register_model_formats()  # --model FILE.pdc and the other compressed files
     if max_frames is not None and max_frames < 1:
         fail("--max-frames must be >= 1")
     if not 0.0 < score_thresh < 1.0:

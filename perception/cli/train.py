@@ -49,5 +49,5 @@ def train_command(
         except (ValueError, FileNotFoundError) as exc:
             logging.getLogger(__name__).debug("training failed", exc_info=True)
             fail(str(exc))
-    console.print(f"outputs in {result}: {cfg.model}.safetensors (train form, EMA), "
-                  f"{cfg.model}-fused.safetensors (deploy form), last.ckpt (resume), log.csv")
+    console.print(f"outputs in {result}: {cfg.model}.safetensors (train form, EMA; fused on load for "
+                  "deployment), last.ckpt (resume), log.csv")

@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from perception.compress.common import FitConfig, ProxyData, describe, evaluate, fit, model_flops, write_report
-from perception.nn.model import ModelConfig, PerceptionNet
+from perception.nn.checkpoint import model_from_config
+from perception.nn.model import PerceptionNet
 from perception.nn.reparam import reparameterize_model
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def load_binary(path: str | Path) -> PerceptionNet:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    model = PerceptionNet(ModelConfig.from_dict(json.loads(meta["config"])))
+    model = model_from_config(meta["config"])
     binarize_model(model, meta["mode"])
     state = load_file(str(path))
     for k, shape in json.loads(meta["shapes"]).items():

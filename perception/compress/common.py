@@ -23,27 +23,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from perception.data.sample import Boxes2D, Sample
-from perception.deploy.profiling import count_flops, environment, summarize, time_calls
 from perception.geometry import Camera, camera_pose
 from perception.nn.backbone import BackboneConfig
 from perception.nn.model import PerceptionNet
 from perception.nn.neck import NeckConfig
 from perception.train.data import AugmentConfig, collate, make_item
-from perception.train.losses import PerceptionLoss
+from perception.train.losses import Criterion, PerceptionLoss
+from perception.utils.profiling import count_flops, environment, summarize, time_calls
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 LATENCY_ITERS = 10  # timed forwards per latency figure (tests lower it)
 
-# A deliberately tiny PerceptionNet for tests (a few hundred k parameters, ~0.1 s per step).
+# The deliberately tiny PerceptionNet of `perception compress --tiny` (smoke runs; the tests use
+# it too): a few hundred k parameters, ~0.1 s per step.
 TINY_OVERRIDES: dict[str, Any] = dict(
     backbone=BackboneConfig(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1)),
     neck=NeckConfig(widths=(8, 16, 16, 32), depth=1), head_width=16, depth_width=8)
@@ -150,11 +151,6 @@ def load_data(data: list[str] | None = None, size: tuple[int, int] = (64, 96), f
 
 
 # ---------------------------------------------------------------------------------------- training
-class Criterion(Protocol):
-    def __call__(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor, strides: torch.Tensor,
-                 batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-
 @dataclass
 class FitConfig:
     steps: int = 300

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from perception.compress.common import FitConfig, Hooks, ProxyData, describe, evaluate, fit, write_report
-from perception.nn.checkpoint import save_checkpoint
-from perception.nn.model import ModelConfig, PerceptionNet
+from perception.nn.checkpoint import model_from_config, save_checkpoint
+from perception.nn.model import PerceptionNet
 from perception.nn.reparam import reparameterize_model
 
 log = logging.getLogger(__name__)
@@ -299,8 +299,7 @@ def load_compressed(path: str | Path) -> PerceptionNet:
     body = memoryview(raw)[8 + hlen:]
     gap_codes = canonical_codes({int(s): int(n) for s, n in header["gap_code_lengths"]})
     idx_codes = canonical_codes({int(s): int(n) for s, n in header["index_code_lengths"]})
-    model = PerceptionNet(ModelConfig.from_dict(header["config"]))
-    model.reparameterize()
+    model = model_from_config(header["config"], header.get("form", "fused"))
     state = {}
     for e in header["tensors"]:
         shape, o = e["shape"], e["offset"]

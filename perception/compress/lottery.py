@@ -4,7 +4,9 @@ Frankle et al. 2020 "Linear mode connectivity and the lottery ticket hypothesis"
 Procedure (global pruning over every conv weight of the *train form*):
 
 1. train the dense network for ``rewind_step`` steps and keep those weights ``theta_k``
-   (``rewind_step=0`` keeps the initialisation: the original lottery ticket);
+   (``rewind_step=0`` keeps the initialisation: the original lottery ticket). The initialisation
+   is random, or given weights (``init``, e.g. a pretrained model: tickets then rewind to those
+   weights, as for pretrained networks in Chen et al. 2020);
 2. finish training -> dense accuracy;
 3. each round: remove ``rate`` (20%) of the *remaining* weights with the smallest magnitude
    over the whole network, rewind the survivors to ``theta_k`` and retrain with the mask
@@ -19,6 +21,7 @@ matches the dense model (``proxy_map50 >= dense - tolerance``).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -113,10 +116,22 @@ def _load_state(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
+def _fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit_cfg: FitConfig,
-                cfg: LotteryConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+                cfg: LotteryConfig, out: Path, resume: bool = False,
+                init: PerceptionNet | None = None) -> dict[str, Any]:
     """Full experiment; writes ``out/ticket.safetensors`` (the sparsest matching ticket, train
     form, zeros in place) and ``out/report.json``. ``make_model(seed)`` builds a fresh model.
+    ``init`` (train form, same architecture as ``make_model``'s) replaces the random
+    initialisation of the dense network and so the weights the tickets rewind to; the
+    random-reinitialisation control stays random.
 
     After the dense training and after every round the state is saved to ``out/lottery-state.pt``
     (and the rounds so far to ``report.json``), so an interrupted run loses at most one round:
@@ -125,11 +140,18 @@ def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit
     # the number of rounds may grow on resume (continue a finished run to a lower density)
     settings = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("rounds", "min_density")},
                 "fit": asdict(fit_cfg), "data": data.description}
+    if init is not None:
+        if getattr(init, "is_reparameterized", False):
+            raise ValueError("lottery init: need a train-form checkpoint (pruning and rewinding act on the "
+                             "train form), this one is fused")
+        settings["init"] = _fingerprint(init)
     state = _load_state(out, settings) if resume else None
     k = cfg.rewind_step
     rest = FitConfig(**{**asdict(fit_cfg), "steps": max(1, fit_cfg.steps - k)})
     if state is None:
         model = make_model(fit_cfg.seed)
+        if init is not None:
+            model.load_state_dict(init.state_dict())  # RuntimeError names mismatching tensors
         if k > 0:
             fit(model, data, FitConfig(**{**asdict(fit_cfg), "steps": k}))
             # the schedule continues from step k: approximate by training the remaining steps below
@@ -175,8 +197,9 @@ def run_lottery(make_model: Callable[[int], PerceptionNet], data: ProxyData, fit
     ticket.eval()
     out.mkdir(parents=True, exist_ok=True)
     path = save_checkpoint(ticket, out / "ticket.safetensors", extra={"lottery_density": f"{best_density:.4f}"})
-    report = {"config": asdict(cfg), "fit": asdict(fit_cfg), "data": data.description, "dense": dense_metrics,
-              "rounds": rounds, "matching_density": best_density,
+    report = {"config": asdict(cfg), "fit": asdict(fit_cfg), "data": data.description,
+              "init": settings.get("init", "random"), "dense": dense_metrics, "rounds": rounds,
+              "matching_density": best_density,
               "matching_rule": f"lowest density with proxy_map50 >= dense - {cfg.tolerance}",
               "ticket_train_form": describe(ticket, data.size, latency=False),
               "ticket_fused": describe(fused(ticket), data.size),

@@ -37,6 +37,7 @@ from torch import nn
 from perception.compress.common import FitConfig, Hooks, ProxyData, describe, evaluate, fit, fused, model_flops, \
     write_report
 from perception.nn.blocks import MobileOneBlock, QARepVGGBlock, RepVGGBlock
+from perception.nn.checkpoint import model_from_config
 from perception.nn.model import ModelConfig, PerceptionNet
 
 log = logging.getLogger(__name__)
@@ -282,9 +283,7 @@ def load_pruned(path: str | Path) -> PerceptionNet:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    model = PerceptionNet(ModelConfig.from_dict(json.loads(meta["config"])))
-    if meta["form"] == "fused":
-        model.reparameterize()
+    model = model_from_config(meta["config"], meta["form"])
     shapes = json.loads(meta["shapes"])
     for n, m in model.named_modules():
         s = shapes.get(n)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from perception.compress.common import count_nonzero, count_params, model_flops
-from perception.deploy.profiling import environment, summarize, time_calls
+from perception.utils.profiling import environment, summarize, time_calls
 
 log = logging.getLogger(__name__)
 

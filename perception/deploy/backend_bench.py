@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from perception.deploy.profiling import count_flops, environment, matmul_peak_gflops, summarize
+from perception.utils.profiling import count_flops, environment, matmul_peak_gflops, summarize
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _model(name: str, size: tuple[int, int]) -> torch.nn.Module:
 
 
 def _weights(name: str) -> str:
-    from perception.nn.checkpoint import shipped_checkpoint
+    from perception.nn.resolve import shipped_checkpoint
 
     try:
         shipped_checkpoint(name)

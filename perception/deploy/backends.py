@@ -99,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime: CPU, CUDA or its TensorRT execution provider (``tensorrt_ep=True``).
 
     ``model`` (fused on export) or ``path`` (an exported/quantized file, whose input size must
-    match the frames). On CUDA the inputs and outputs stay on the GPU (I/O binding with torch
+    match the frames; its ``perception.*`` metadata is in :attr:`metadata`). On CUDA the inputs and outputs stay on the GPU (I/O binding with torch
     tensors).
     """
 
@@ -116,10 +116,11 @@ class OnnxRuntimeBackend(Backend):
         self.threads, self.tensorrt_ep = threads, tensorrt_ep
         self._sessions: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
+        self.metadata: dict[str, str] = {}  # the ``perception.*`` metadata of the ``path`` file
         if self.path is not None:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: ONNX file not found")
-            meta = read_metadata(self.path)
+            self.metadata = meta = read_metadata(self.path)
             h, w = (int(v) for v in meta.get("perception.size", "0x0").split("x"))
             self._sessions[(h, w)] = ort_session(self.path, device, threads, tensorrt_ep)
             if meta.get("perception.quantized"):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from perception.deploy.profiling import (
+from perception.utils.profiling import (
     DTYPES,
     count_flops,
     environment,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from perception.nn import PerceptionNet, create_model, list_models, load_checkpoint, reparameterize_model
+from perception.nn import ModelLoadError, PerceptionNet, reparameterize_model, resolve_model
 from perception.nn.model import MAX_STRIDE
 from perception.nn.postprocess import decode_detections
 
@@ -76,33 +76,6 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------- model loading
-def load_model(spec: str | os.PathLike) -> tuple[PerceptionNet, str, bool]:
-    """``spec`` is a registered name or a checkpoint path. Returns (model, name, pretrained).
-
-    A registered name without shipped weights gives random weights and a warning (the graph,
-    speed and the checks are the same; the outputs are meaningless).
-    """
-    text = str(spec)
-    path = Path(text)
-    if text in list_models():
-        try:
-            model = create_model(text, pretrained=True)
-            return model.eval(), text, True
-        except FileNotFoundError as exc:
-            log.warning("%s; exporting %s with RANDOM weights (graph and speed are representative, outputs "
-                        "are not)", exc, text)
-            torch.manual_seed(0)
-            return create_model(text).eval(), text, False
-    if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
-        if not path.is_file():
-            raise ExportError(f"checkpoint {path} not found")
-        model = load_checkpoint(path)
-        return model.eval(), model.cfg.name if model.cfg.name != "custom" else path.stem, True
-    raise ExportError(f"--model {text!r} is neither a registered model ({', '.join(list_models())}) "
-                      "nor a checkpoint file")
 
 
 def model_hash(model: nn.Module) -> str:
@@ -301,12 +274,21 @@ def _simplify(proto: Any) -> tuple[Any, bool]:
 
 
 def export_from_spec(spec: str, out: str | os.PathLike, **kwargs: Any) -> ExportResult:
-    """:func:`load_model` + :func:`export_onnx` (what ``perception export`` runs)."""
+    """:func:`perception.nn.resolve_model` + :func:`export_onnx` (what ``perception export`` runs).
+
+    A registered name without shipped weights exports random weights with a warning (the graph,
+    speed and the checks are the same; the outputs are meaningless)."""
     _validate(kwargs.get("batch", 1), kwargs.get("dynamic_batch", False), kwargs.get("opset", 17),
               kwargs.get("size", (256, 448)))
     if Path(out).suffix != ".onnx":
         raise ExportError(f"--out must end in .onnx, got {out}")
-    model, name, pretrained = load_model(spec)
+    try:
+        model = resolve_model(spec, random_weights=True)
+    except ModelLoadError as exc:
+        raise ExportError(str(exc)) from None
+    src = model.source
+    name = src.name if src.format == "registered" or model.cfg.name == "custom" else model.cfg.name
+    pretrained = src.trained
     return export_onnx(model, out, name=name, pretrained=pretrained, **kwargs)
 
 
@@ -320,4 +302,4 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 __all__ = ["DECODED_OUTPUTS", "ExportError", "ExportResult", "ExportWrapper", "INPUTS", "RAW_OUTPUTS",
            "ReparamCheckError", "check_reparameterized", "default_intrinsics", "export_from_spec", "export_onnx",
-           "load_model", "model_hash", "node_counts", "read_metadata", "verify_parity"]
+           "model_hash", "node_counts", "read_metadata", "verify_parity"]

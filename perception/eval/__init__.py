@@ -10,10 +10,10 @@ from perception.eval.depth import DepthEvaluator, eigen_metrics
 from perception.eval.detection import DetectionEvaluator, ImageDetections, ap50, coco_ap, kitti_ap_r40
 from perception.eval.report import write_metrics, write_report
 from perception.eval.runner import EvalError, EvalOptions, Evaluation, Prediction, as_predictor, evaluate, \
-    TeacherPredictor, load_model, make_backend_predictor, onnx_file_predictor, open_dataset
+    TeacherPredictor, make_backend_predictor, onnx_file_predictor, open_dataset
 
 __all__ = ["BevEvaluator", "BevObjects", "center_distance_ap", "merge_objects", "occupancy_iou", "DepthEvaluator",
            "eigen_metrics", "DetectionEvaluator", "ImageDetections", "ap50", "coco_ap", "kitti_ap_r40",
            "write_metrics", "write_report", "EvalError", "EvalOptions", "Evaluation", "Prediction", "as_predictor",
-           "evaluate", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
+           "evaluate", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
            "TeacherPredictor"]

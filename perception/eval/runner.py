@@ -16,8 +16,9 @@ outside the centre crop are ignored and the others clipped to it.
 The model stage is anything :func:`as_predictor` understands: a :class:`PerceptionNet`, an
 object returning the raw ``{"depth", "det"}`` outputs (the pipeline / deploy backends), an
 object with ``predict(images, intrinsics)`` or a plain callable returning detections (and
-optionally depth). ``backend="onnx"`` runs the ONNX Runtime backend of
-:mod:`perception.deploy.backends` (raw outputs, decoded here exactly like the torch ones).
+optionally depth). ``backend="onnx"`` and ``.onnx`` files run the pipeline's ``onnx`` backend
+(ONNX Runtime; ``import perception.deploy`` registers it, evaluation does not import deploy) and
+are decoded here exactly like the torch outputs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from perception.nn.postprocess import Detections, decode_detections, make_anchor
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalOptions", "EvalError", "Prediction", "Predictor", "as_predictor", "TorchPredictor", "TeacherPredictor",
-           "RawOutputPredictor", "load_model", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
+           "RawOutputPredictor", "make_backend_predictor", "onnx_file_predictor", "open_dataset",
            "Evaluation", "evaluate",
            "preprocess", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS"]
 
@@ -232,80 +233,27 @@ def as_predictor(obj: Any, classes: Sequence[str] | None = None, **kwargs: Any) 
                     "predict(images, intrinsics) or a callable")
 
 
-def load_model(spec: str, random_weights: bool = False) -> tuple[torch.nn.Module, str]:
-    """A registered name (shipped weights; ``random_weights`` allows an untrained model), a
-    checkpoint path, a Deep Compression ``.pdc`` file or the binary / channel-pruned files of
-    ``perception compress binary|morphnet`` -> (model, description). Raises
-    :class:`EvalError` with a clear reason."""
-    from perception.nn import create_model, list_models, load_checkpoint
-
-    path = Path(spec)
-    if spec in list_models():
-        if random_weights:
-            log.warning("evaluating %s with random weights (--random-weights): numbers are meaningless", spec)
-            return create_model(spec, pretrained=False), f"{spec} (random weights)"
-        try:
-            return create_model(spec, pretrained=True), spec
-        except FileNotFoundError:
-            raise EvalError(f"model {spec!r} has no shipped weights yet (models/{spec}/); pass a checkpoint path "
-                            "or --random-weights to test the plumbing") from None
-    if path.suffix == ".pdc":  # a Deep Compression file (perception compress deep-compression)
-        if not path.is_file():
-            raise EvalError(f"{path}: file not found")
-        from perception.compress.deep_compression import load_compressed
-
-        try:
-            return load_compressed(path), str(path)
-        except (ValueError, OSError) as exc:
-            raise EvalError(str(exc)) from None
-    if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
-        if not path.is_file():
-            raise EvalError(f"{path}: checkpoint not found")
-        try:
-            kind = _safetensors_format(path)
-            if kind == "perception-binary":  # perception compress binary: packed sign bits + scales
-                from perception.compress.binarize import load_binary
-
-                return load_binary(path), str(path)
-            if kind == "perception-pruned":  # perception compress morphnet: channels removed
-                from perception.compress.morphnet import load_pruned
-
-                return load_pruned(path), str(path)
-            return load_checkpoint(path), str(path)
-        except (ValueError, OSError) as exc:
-            raise EvalError(str(exc)) from None
-    raise EvalError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) nor a checkpoint file")
-
-
-def _safetensors_format(path: Path) -> str | None:
-    """The ``format`` metadata of a safetensors file (``perception-binary``, ``perception-pruned``
-    for the files of ``perception compress``), None for plain checkpoints and other files."""
-    if path.suffix != ".safetensors":
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format")
-    except Exception:  # noqa: BLE001 - not readable as safetensors: load_checkpoint says why
-        return None
-
-
 def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "cpu", threads: int | None = None,
                         **kwargs: Any) -> Predictor:
     """An exported ``.onnx`` file (fp32 or the INT8 Q/DQ one of ``perception export --int8``) run by
     ONNX Runtime and decoded like the torch outputs. The file's baked-in input size (metadata
     ``perception.size``; a static ``--batch`` is fine only if it equals the cameras per frame)
-    must equal ``size``; classes and ``f_ref`` come from its metadata."""
+    must equal ``size``; classes and ``f_ref`` come from its metadata.
+
+    The file runs on the pipeline's ``onnx`` backend, which ``import perception.deploy`` registers
+    (the command line does; evaluation sits beside deploy and does not import it)."""
+    from perception.pipeline.backends import create_backend
+
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"{path}: ONNX file not found")
     try:
-        from perception.deploy.backends import OnnxRuntimeBackend
-        from perception.deploy.export import read_metadata
+        backend = create_backend("onnx", None, device, path=path, threads=threads)
     except ImportError as exc:
         raise EvalError(f"evaluating an ONNX file needs onnx + onnxruntime: {exc} (pip install -e '.[onnx]')") from None
-    meta = read_metadata(path)
+    except ValueError as exc:  # "onnx" not registered: perception.deploy was not imported
+        raise EvalError(f"cannot evaluate {path}: {exc}") from None
+    meta = getattr(backend, "metadata", {})
     missing = [k for k in ("perception.size", "perception.classes", "perception.f_ref") if k not in meta]
     if missing:
         raise EvalError(f"{path}: not exported by `perception export` (metadata {', '.join(missing)} missing)")
@@ -313,7 +261,6 @@ def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "
     if file_size != tuple(size):
         raise EvalError(f"{path} was exported for {meta['perception.size']} but --size is {size[0]}x{size[1]}: "
                         f"pass --size {meta['perception.size']}")
-    backend = OnnxRuntimeBackend(path=path, device=device, threads=threads)
     strides = json.loads(meta.get("perception.det_strides", "null"))   # files before 2026-12-04: (8, 16, 32)
     return RawOutputPredictor(backend.infer, json.loads(meta["perception.classes"]), float(meta["perception.f_ref"]),
                               name=backend.name, strides=strides, **kwargs)
@@ -322,8 +269,7 @@ def onnx_file_predictor(path: str | Path, size: tuple[int, int], device: str = "
 def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str = "", device: str = "cpu",
                            **kwargs: Any) -> Predictor:
     """``torch``: :class:`TorchPredictor` (fused); ``torch-train``: the same unfused. ``onnx``: the
-    ONNX Runtime backend of
-    :mod:`perception.deploy.backends` (registered with the pipeline's ``create_backend``; the
+    pipeline's ``onnx`` backend (ONNX Runtime, registered by ``import perception.deploy``; the
     model is exported on first use), decoded like the torch outputs."""
     if backend == "torch":
         return TorchPredictor(model, device=device, **kwargs)
@@ -332,11 +278,8 @@ def make_backend_predictor(model: torch.nn.Module, backend: str, model_spec: str
             raise EvalError("backend 'torch-train' needs a train-form model; this checkpoint is fused")
         return TorchPredictor(model, device=device, fuse=False, **kwargs)
     if backend == "onnx":
-        try:
-            import perception.deploy.backends  # noqa: F401  (registers "onnx" with the pipeline)
-            from perception.pipeline.backends import create_backend
-        except ImportError as exc:
-            raise EvalError(f"backend 'onnx' is not available: {exc} (pip install -e '.[onnx]')") from None
+        from perception.pipeline.backends import create_backend
+
         try:
             impl = create_backend("onnx", model, device)
         except Exception as exc:  # noqa: BLE001 - any failure of the optional runtime is a clear user error

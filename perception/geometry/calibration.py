@@ -23,6 +23,7 @@ import numpy as np
 
 from perception.geometry.camera import CalibrationError, Camera, Rig
 from perception.geometry.transforms import camera_pose
+from perception.utils.image_io import read_image
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,9 @@ def calibrate_chessboard(paths: Sequence[str | Path], pattern: tuple[int, int] =
     ``square_size`` only scales the (unused) board extrinsics; K and dist do not depend on it.
     ``progress`` is called once per image (after it was processed) with its path.
     Raises :class:`CalibrationError` when fewer than 3 usable images remain; unreadable files
-    raise :class:`perception.data.readers.DataError` naming the file.
+    raise :class:`perception.utils.image_io.DataError` (also ``perception.data.readers.DataError``)
+    naming the file.
     """
-    from perception.data.readers.common import read_image  # data depends on geometry, not vice versa
-
     paths = [str(p) for p in paths]
     if not paths:
         raise CalibrationError("no calibration images given")

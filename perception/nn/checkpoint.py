@@ -2,6 +2,9 @@
 
 A checkpoint loads into the form it was saved from (train or fused); a train-form
 checkpoint can be fused after loading with :func:`perception.nn.reparameterize_model`.
+Shipped models are train-form files only: the fused form is derived on load in milliseconds.
+This module does file I/O only; turning a model name into its shipped file is
+:mod:`perception.nn.resolve`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +21,17 @@ from safetensors.torch import load_file, save_file
 from perception.nn.model import ModelConfig, PerceptionNet
 
 FORMAT_VERSION = "1"
+
+
+def model_from_config(config: dict[str, Any] | str, form: str = "train") -> PerceptionNet:
+    """An untrained :class:`PerceptionNet` of a saved config (a dict or its JSON text, as model
+    files store it) in ``form`` (``train`` or ``fused``), ready for ``load_state_dict``."""
+    if form not in ("train", "fused"):
+        raise ValueError(f"unknown model form {form!r}; expected 'train' or 'fused'")
+    model = PerceptionNet(ModelConfig.from_dict(json.loads(config) if isinstance(config, str) else config))
+    if form == "fused":
+        model.reparameterize()
+    return model
 
 
 def save_checkpoint(model: PerceptionNet, path: str | os.PathLike, half: bool = False,
@@ -58,9 +73,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Perce
         raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
     if meta.get("format") != "perception" or "config" not in meta:
         raise ValueError(f"{path}: not a perception checkpoint (missing 'config' metadata)")
-    model = PerceptionNet(ModelConfig.from_dict(json.loads(meta["config"])))
-    if meta.get("form") == "fused":
-        model.reparameterize()
+    model = model_from_config(meta["config"], meta.get("form", "train"))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -70,49 +83,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Perce
     return model
 
 
-def shipped_checkpoint(name: str) -> Path:
-    """Path of the shipped checkpoint of a registered model (``models/<name>/``)."""
-    from perception.nn.registry import MODELS_DIR, list_models
-
-    if name not in list_models():
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    folder = MODELS_DIR / name
-    for candidate in (folder / f"{name}.safetensors", folder / f"{name}-fused.safetensors"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no shipped weights for {name!r} in {folder} (trained models are listed in "
-                            f"{MODELS_DIR}/README.md; pass pretrained=PATH for your own checkpoint)")
-
-
 def release_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
                        size: tuple[int, int] = (256, 448), extra: dict[str, str] | None = None) -> dict:
-    """Write the shipped pair of a trained train-form checkpoint into ``out_dir``:
-    ``<name>.safetensors`` (train form) and ``<name>-fused.safetensors`` (deploy form), both fp16.
+    """Write the shipped file of a trained train-form checkpoint into ``out_dir``:
+    ``<name>.safetensors``, train form, fp16 (the fused deploy form is derived from it on load).
 
-    Returns the file sizes and how far each fp16 file's outputs are from the fp32 source on a
-    random batch (max abs error relative to each output's scale), so that a bad conversion
-    (e.g. an fp16 overflow in a fused kernel) is caught before the files are shipped.
+    Returns the file size and how far the fp16 file's outputs are from the fp32 source on a
+    random batch (max abs error relative to each output's scale), in the train form and fused
+    after loading, so that a bad conversion (e.g. an fp16 overflow in a fused kernel) is caught
+    before the file is shipped.
     """
     from perception.nn.reparam import reparameterize_model
 
     model = load_checkpoint(src)
     if model.is_reparameterized:
-        raise ValueError(f"{src}: a fused checkpoint; the release needs the train form (both forms are shipped)")
+        raise ValueError(f"{src}: a fused checkpoint; the release needs the train form (the shipped form)")
     name = name or model.cfg.name
-    out = Path(out_dir)
-    files = {"train": out / f"{name}.safetensors", "fused": out / f"{name}-fused.safetensors"}
-    meta = {"source": Path(src).name, **(extra or {})}
-    save_checkpoint(model, files["train"], half=True, extra=meta)
-    save_checkpoint(reparameterize_model(model), files["fused"], half=True, extra=meta)
+    path = Path(out_dir) / f"{name}.safetensors"
+    save_checkpoint(model, path, half=True, extra={"source": Path(src).name, **(extra or {})})
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, *size, generator=gen)
     K = torch.tensor([[size[1] * 0.8, 0, size[1] / 2], [0, size[1] * 0.8, size[0] / 2], [0, 0, 1]]).expand(2, 3, 3)
+    shipped = load_checkpoint(path)
+    report: dict = {"files": {"train": {"path": str(path), "bytes": path.stat().st_size}}, "max_rel_error": {}}
     with torch.inference_mode():
         ref = model.eval()(x, K)
-        report: dict = {"files": {}, "max_rel_error": {}}
-        for form, path in files.items():
-            got = load_checkpoint(path)(x, K)
-            report["files"][form] = {"path": str(path), "bytes": path.stat().st_size}
+        for form, net in (("train", shipped), ("fused", reparameterize_model(shipped))):
+            got = net(x, K)
             report["max_rel_error"][form] = {
                 k: float((got[k] - ref[k]).abs().max() / ref[k].abs().max().clamp(min=1e-6)) for k in ref}
     bad = {f: e for f, e in report["max_rel_error"].items() if not all(v < 1e-2 and v == v for v in e.values())}
@@ -121,5 +118,5 @@ def release_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, name:
     return report
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "shipped_checkpoint", "release_checkpoint",
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_config", "read_metadata", "release_checkpoint",
            "torch"]

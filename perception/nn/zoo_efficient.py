@@ -16,9 +16,10 @@ same block kind.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
-from perception.nn import efficient  # noqa: F401  (registers the block kinds)
+import perception.nn.efficient  # noqa: F401  (registers the block kinds)
 from perception.nn.backbone import BackboneConfig
 from perception.nn.model import ModelConfig, PerceptionNet
 from perception.nn.neck import NeckConfig
@@ -53,8 +54,6 @@ def list_efficient_models() -> list[str]:
 
 
 def create_efficient_model(name: str, **overrides: Any) -> PerceptionNet:
-    import dataclasses
-
     if name not in EFFICIENT_WIDTHS:
         raise ValueError(f"unknown efficient model {name!r}; known: {list_efficient_models()}")
     cfg = efficient_config(name)

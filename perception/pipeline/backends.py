@@ -8,8 +8,9 @@ A :class:`Backend` takes a batch ``images [B, 3, H, W]`` float RGB in [0, 1] and
 
 Built in: ``torch`` (eager), ``torch-compile`` (``torch.compile``) and ``cuda-graph`` (CUDA
 graph replay of a static-shape forward; CUDA only). Others register with
-:func:`register_backend`; ``onnx`` and ``tensorrt`` live in :mod:`perception.deploy.backends` and are
-loaded on first use.
+:func:`register_backend`: ``onnx``, ``onnxruntime`` and ``tensorrt`` live in
+:mod:`perception.deploy.backends`, which registers them when ``perception.deploy`` is imported (the
+command line does that; the pipeline never imports the deploy layer above it).
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ _BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch-compile": CompiledTorchBackend,
     "cuda-graph": CudaGraphBackend,
 }
-# Backends that live in perception.deploy (they pull onnx/onnxruntime/tensorrt): imported on first use.
-_DEPLOY_BACKENDS = {"onnx", "onnxruntime", "tensorrt"}
+# Registered by ``import perception.deploy`` (named in the error for an unregistered backend).
+DEPLOY_BACKENDS = ("onnx", "onnxruntime", "tensorrt")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -172,23 +173,19 @@ def register_backend(name: str, factory: Callable[..., Backend]) -> None:
     _BACKENDS[name] = factory
 
 
-def _load_deploy_backends() -> None:
-    try:
-        import perception.deploy.backends  # noqa: F401  (registers onnx, onnxruntime, tensorrt)
-    except ImportError as exc:  # onnxruntime missing: the torch backends still work
-        log.warning("ONNX Runtime/TensorRT backends unavailable: %s (pip install 'perception[onnx]')", exc)
-
-
 def list_backends() -> list[str]:
-    if not _DEPLOY_BACKENDS <= set(_BACKENDS):
-        _load_deploy_backends()
+    """The registered backends (``onnx``, ``onnxruntime``, ``tensorrt`` once ``perception.deploy`` is imported)."""
     return sorted(_BACKENDS)
 
 
-def create_backend(name: str, model: PerceptionNet, device: str = "cpu", **kwargs) -> Backend:
-    """The backend ``name`` for ``model`` on ``device`` (the model is fused first)."""
-    if name not in _BACKENDS and name in _DEPLOY_BACKENDS:
-        _load_deploy_backends()
+def create_backend(name: str, model: PerceptionNet | None, device: str = "cpu", **kwargs) -> Backend:
+    """The backend ``name`` for ``model`` on ``device`` (the model is fused first). ``model`` may
+    be None for backends that run a file (``path=``), e.g. ``onnx``."""
     if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; available: {', '.join(list_backends())}")
+        hint = ""
+        if name in DEPLOY_BACKENDS:
+            hint = f"; {name!r} is registered by `import perception.deploy`"
+        elif not set(DEPLOY_BACKENDS) <= set(_BACKENDS):
+            hint = f"; `import perception.deploy` registers {', '.join(DEPLOY_BACKENDS)}"
+        raise ValueError(f"unknown backend {name!r}; registered: {', '.join(list_backends())}{hint}")
     return _BACKENDS[name](model, device, **kwargs)

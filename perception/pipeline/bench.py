@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 import torch
 
+from perception.nn import resolve_model
+from perception.pipeline.bench_inputs import surround_rig, write_clip
 from perception.pipeline.bev import BEVConfig
-from perception.pipeline.runner import Pipeline, PipelineOptions, build_rig, load_model
-from perception.pipeline.synthetic import surround_rig, write_clip
+from perception.pipeline.runner import Pipeline, PipelineOptions, build_rig
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def _model_only_ms(pipe: Pipeline, iters: int = 8) -> float:
 def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str = "auto",
              threads: int | None = None) -> dict[str, Any]:
     rig, sources = build_rig(case.rig)
-    model, name, trained = load_model(case.model)
+    model = resolve_model(case.model, random_weights=True)
+    name, trained = model.source.name, model.source.trained
     opts = PipelineOptions(model=case.model, size=case.size, out=out, render=case.render, max_frames=case.frames,
                            loop=case.loop, bev=BEVConfig(), pipelined=pipelined, precision=precision,
                            threads=threads)

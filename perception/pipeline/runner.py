@@ -20,7 +20,7 @@ import torch
 
 from perception.geometry import CalibrationError, Camera, Rig
 from perception.geometry.transforms import camera_pose
-from perception.nn import PerceptionNet, create_model, list_models
+from perception.nn import PerceptionNet, resolve_model
 from perception.nn.registry import TRAIN_FOCAL_PX
 from perception.pipeline.backends import TORCH_BACKENDS, Backend, create_backend, resolve_precision
 from perception.pipeline.bev import BEVConfig
@@ -34,7 +34,7 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineOptions", "Pipeline", "load_model", "default_camera", "build_rig", "parse_size", "auto_size",
+__all__ = ["PipelineOptions", "Pipeline", "default_camera", "build_rig", "parse_size", "auto_size",
            "probe_size", "estimate_mount_from_lanes", "LaneMount", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
 
 DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
@@ -156,24 +156,6 @@ def estimate_mount_from_lanes(source: str, camera: Camera, max_frames: int = 90,
     return LaneMount(pitch, height, est.row, est.images_used, est.images_seen)
 
 
-def load_model(spec: str) -> tuple[PerceptionNet, str, bool]:
-    """``(model, name, trained)`` for a registered name or a checkpoint path. A name without a
-    shipped checkpoint falls back to random weights with a warning (``trained=False``)."""
-    p = Path(spec)
-    if p.suffix in (".safetensors", ".pt", ".pth") or p.is_file():
-        if not p.is_file():
-            raise ValueError(f"model checkpoint {spec} not found")
-        return create_model(p.stem, pretrained=str(p)), p.stem, True
-    if spec not in list_models():
-        raise ValueError(f"unknown model {spec!r}; registered: {', '.join(list_models())} (or a checkpoint path)")
-    try:
-        return create_model(spec, pretrained=True), spec, True
-    except FileNotFoundError:
-        log.warning("no shipped checkpoint for %r yet: using RANDOM weights, so boxes and depth are meaningless "
-                    "(pass --model PATH to a trained checkpoint)", spec)
-        return create_model(spec), spec, False
-
-
 SHARED_DATA_DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -272,8 +254,9 @@ class Pipeline:
         self.device = device
         self.threads = opts.threads or default_torch_threads(len(rig), device)
         torch.set_num_threads(self.threads)
-        if model is None:
-            model, model_name, _ = load_model(opts.model)
+        if model is None:  # a name without shipped weights runs with random weights and a warning
+            model = resolve_model(opts.model, random_weights=True)
+            model_name = model.source.name
         self.model_name = model_name or opts.model
         kwargs = {}
         if opts.backend in TORCH_BACKENDS:

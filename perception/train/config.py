@@ -15,7 +15,7 @@ from perception.train.losses import LossWeights
 
 @dataclass
 class DistillSettings:
-    """Knowledge distillation from a larger teacher (:mod:`perception.compress.distill`)."""
+    """Knowledge distillation from a larger teacher (:mod:`perception.train.distill`)."""
 
     teacher: str  # a registered name (its shipped weights) or a checkpoint path
     temperature: float = 2.0  # soft class targets: T^2 * BCE(z_s / T, sigmoid(z_t / T))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -181,3 +182,11 @@ class PerceptionLoss:
             parts.update(self.depth(outputs["depth"], batch))
         total = sum(getattr(self.w, k) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+class Criterion(Protocol):
+    """What the training loops call as the loss: :class:`PerceptionLoss` and wrappers of it
+    (e.g. :class:`perception.train.distill.DistillationLoss`)."""
+
+    def __call__(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor, strides: torch.Tensor,
+                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...

@@ -28,10 +28,12 @@ import torch
 import torch.distributed as dist
 
 from perception.data.sample_folder import SampleFolder
-from perception.nn import create_model, load_checkpoint, reparameterize_model, save_checkpoint
+from perception.nn import ModelLoadError, create_model, load_checkpoint, reparameterize_model, resolve_model, \
+    save_checkpoint
 from perception.nn.model import PerceptionNet
 from perception.train.config import DistillSettings, TrainConfig
 from perception.train.data import CameraDataset, VideoTripletDataset, collate, collate_triplets, selfsup_batches
+from perception.train.distill import DistillConfig, distill_wrapper
 from perception.train.losses import SELFSUP_DEFAULT, PerceptionLoss
 from perception.train.selfsup import PoseNet, triplet_loss
 from perception.train.sources import resolve_data, resolve_video
@@ -184,15 +186,10 @@ def _trim_log(path: Path, last_step: int) -> None:
 def _distill_wrapper(settings: DistillSettings, device: torch.device
                      ) -> Callable[[PerceptionLoss, PerceptionNet], Any]:
     """The config's ``distill:`` teacher, fused (same outputs, faster) and frozen, as a loss wrapper."""
-    from perception.compress.distill import DistillConfig, distill_wrapper
-    from perception.nn import list_models
-
-    if settings.teacher in list_models():
-        teacher = create_model(settings.teacher, pretrained=True)  # FileNotFoundError names the missing weights
-    elif Path(settings.teacher).is_file():
-        teacher = load_checkpoint(settings.teacher)
-    else:
-        raise ValueError(f"distill.teacher {settings.teacher!r}: neither a registered model nor a checkpoint file")
+    try:
+        teacher = resolve_model(settings.teacher)  # a registered name (shipped weights) or a model file
+    except ModelLoadError as exc:
+        raise ValueError(f"distill.teacher {exc}") from None
     teacher = reparameterize_model(teacher.float()).to(device).eval()
     log.info("distilling from %s (temperature %g)", settings.teacher, settings.temperature)
     return distill_wrapper(teacher, DistillConfig(temperature=settings.temperature, w_cls=settings.w_cls,
@@ -207,7 +204,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
     ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
     is how tests check that a resumed run equals an uninterrupted one. ``criterion_wrapper``
     (optional) wraps the loss, e.g. with a distillation teacher
-    (:func:`perception.compress.distill.distill_wrapper`); same call signature as the loss.
+    (:func:`perception.train.distill.distill_wrapper`); same call signature as the loss.
     """
     rank, world = _distributed()
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -309,7 +306,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         ss_iter = iter(torch.utils.data.DataLoader(video_set, batch_sampler=ss_sampler, collate_fn=collate_triplets,
                                                    num_workers=cfg.workers, generator=torch.Generator()))
 
-    def save(final: bool = False) -> None:
+    def save() -> None:
         if rank != 0:
             return
         state = {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
@@ -318,10 +315,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         if pose_net is not None:  # training state only: the shipped files below hold the model alone
             state["pose_net"] = pose_net.state_dict()
         _atomic_torch_save(state, ckpt_path)
+        # the train form only: the deploy form is derived from it on load (reparameterize_model)
         save_checkpoint(ema.module, out / f"{cfg.model}.safetensors", extra={"step": str(step)})
-        if final:
-            save_checkpoint(reparameterize_model(ema.module), out / f"{cfg.model}-fused.safetensors",
-                            extra={"step": str(step)})
         log.info("checkpoint at step %d -> %s", step, out)
 
     csv_path = out / "log.csv"
@@ -415,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
             csv_file.close()
         if tb:
             tb.close()
-    save(final=step >= cfg.steps)
+    save()
     if world > 1:
         dist.barrier()
     return out

@@ -1,5 +1,6 @@
 """Shared helpers of the dataset readers: robust image / point-cloud loading with errors that
-name the file. ``DataError`` is for bad data files; calibration problems raise
+name the file. ``DataError`` is for bad data files (it and :func:`read_image` live in
+:mod:`perception.utils.image_io`, where geometry may use them too); calibration problems raise
 :class:`perception.geometry.CalibrationError` (both are ``ValueError``)."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from perception.utils.image_io import DataError, read_image
 
 log = logging.getLogger(__name__)
 
@@ -26,45 +29,6 @@ def class_index(dataset: str, name: str, classes: tuple[str, ...] | None = None)
         return -1
     idx = map_class(dataset, name, classes or CLASSES)
     return -1 if idx is None else idx
-
-
-class DataError(ValueError):
-    """A data file (image, video, point cloud, label, table) is missing, truncated or malformed."""
-
-
-def _check_complete(path: Path, data: bytes) -> None:
-    """Catch truncated JPEG / PNG files: libjpeg decodes a truncated JPEG to a half-grey image
-    with only a warning, so check the end-of-image markers ourselves."""
-    head = data[:8]
-    if head[:2] == b"\xff\xd8":  # JPEG: must end with EOI (allow trailing padding)
-        if b"\xff\xd9" not in data[-64:]:
-            raise DataError(f"{path}: truncated or corrupt JPEG (no end-of-image marker)")
-    elif head == b"\x89PNG\r\n\x1a\n":
-        if b"IEND" not in data[-32:]:
-            raise DataError(f"{path}: truncated or corrupt PNG (no IEND chunk)")
-
-
-def read_image(path: str | Path, *, rgb: bool = True, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 (RGB by default; BGR with ``rgb=False``).
-
-    Raises :class:`DataError` naming the file when it is missing, empty, truncated or not
-    decodable. ``flags=cv2.IMREAD_UNCHANGED`` keeps 16-bit PNGs (depth maps) as they are.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    data = path.read_bytes()
-    if not data:
-        raise DataError(f"{path}: image file is empty")
-    _check_complete(path, data)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if img is None or img.size == 0:
-        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
-    if img.ndim == 3 and img.shape[2] == 4 and flags == cv2.IMREAD_COLOR:
-        img = img[:, :, :3]
-    if rgb and img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
 
 
 def read_points(path: str | Path, num_features: int, dtype: type = np.float32) -> np.ndarray:

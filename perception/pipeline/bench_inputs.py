@@ -1,6 +1,9 @@
-"""Small synthetic inputs for tests, the soak script and the benchmark when the rendered
-sample drive is not available: a surround rig, an in-memory source, and a multi-camera clip
-written as one video per camera with a rig file (the layout of ``data/sample_drive/``).
+"""Stand-in inputs for the pipeline benchmarks: ``perception bench pipeline`` writes a clip with
+:func:`write_clip` when ``data/sample_drive/`` is not readable, and ``benchmarks/soak.py`` feeds
+:class:`MemorySource` frames (no decoding). The tests use the same inputs.
+
+A surround rig, an in-memory source, and a multi-camera clip written as one video per camera
+with a rig file (the layout of ``data/sample_drive/``).
 
 The pictures are simple (sky/ground gradient, a checkerboard road, moving blocks); they
 exercise decoding, synchronisation, IPM, rendering and the sinks, not the network's accuracy.
