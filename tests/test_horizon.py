@@ -91,8 +91,17 @@ def _drawn_road_height(vp_row: float, lane_width: float = 3.5, row: float = 662.
     return lane_width * (row - vp_row) / (x_right - x_left)
 
 
+def estimate_mount_from_lanes(path: str, camera, **kwargs):
+    """The lane-measured mount over the frames camera_for_source samples from a file."""
+    from perception.geometry.horizon import estimate_mount
+    from perception.geometry.source_camera import MOUNT_FRAMES, MOUNT_SCAN_FRAMES
+    from perception.utils.video_io import FileFrames
+
+    return estimate_mount(FileFrames(path).sample(MOUNT_FRAMES, MOUNT_SCAN_FRAMES), camera, **kwargs)
+
+
 def test_auto_mount_of_an_uncalibrated_video(tmp_path: Path) -> None:
-    from perception.pipeline.runner import default_camera, estimate_mount_from_lanes
+    from perception.geometry import default_camera
 
     cam = default_camera(1280, 720)                  # horizon at cy = 359.5 when level
     mount = estimate_mount_from_lanes(str(_road_video(tmp_path / "up.mp4", 424.0)), cam)
@@ -107,7 +116,8 @@ def test_auto_mount_of_an_uncalibrated_video(tmp_path: Path) -> None:
 
 
 def test_auto_mount_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
-    from perception.pipeline.runner import default_camera, estimate_mount_from_lanes
+    from perception.geometry import camera_for_source, default_camera
+    from perception.utils.image_io import DataError
 
     cam = default_camera(1280, 720)
     blank = tmp_path / "blank.mp4"
@@ -117,7 +127,8 @@ def test_auto_mount_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
     vw.release()
     assert estimate_mount_from_lanes(str(blank), cam) is None                       # no lane lines
     assert estimate_mount_from_lanes(str(_road_video(tmp_path / "steep.mp4", 650.0)), cam) is None  # > 8 deg
-    assert estimate_mount_from_lanes(str(tmp_path / "missing.mp4"), cam) is None    # the run reports it
+    with pytest.raises(DataError, match="missing.mp4"):                             # a clear error
+        camera_for_source(tmp_path / "missing.mp4")
     # a lane so narrow that the camera would be 0.5 m high: pitch kept, height not trusted
     low = estimate_mount_from_lanes(str(_road_video(tmp_path / "low.mp4", 424.0)), cam, lane_width_m=2.0)
     assert low is not None and low.height_m is None

@@ -1,4 +1,4 @@
-"""Pipeline: sources, sync, faults, lifting, BEV, tracking, sinks, server, CLI (issue 5)."""
+"""Pipeline: sources, sync, faults, lifting, BEV, tracking, sinks, server, CLI."""
 
 from __future__ import annotations
 

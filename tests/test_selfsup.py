@@ -155,7 +155,7 @@ def test_video_is_decoded_once_at_network_size(tiny_video, cache, monkeypatch, c
     (guessed,) = resolve_video([f"video:{path}"], size)
     assert guessed.height == pytest.approx(1.4) and guessed.root != v.root
     assert any("guessed camera" in r.message for r in caplog.records)
-    assert guessed.K[0, 0] == pytest.approx((72 / 2) / math.tan(math.radians(35)), rel=1e-6)
+    assert guessed.K[0, 0] == pytest.approx((72 / 2) / math.tan(math.radians(30)), rel=1e-6)  # 60 deg default
 
 
 def test_triplet_augmentation_is_shared_by_the_three_frames():

@@ -33,9 +33,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def not_built(command: str, issue: str) -> NoReturn:
-    """Commands that are designed but not implemented yet say so and exit 2."""
-    console.print(f"[yellow]perception {command}: not built yet[/] ({issue}).", highlight=False)
+def not_built(command: str, reason: str) -> NoReturn:
+    """Commands that are designed but not implemented yet say so, with why, and exit 2."""
+    console.print(f"[yellow]perception {command}: not built yet[/] ({reason}).", highlight=False)
     raise typer.Exit(2)
 
 

@@ -120,50 +120,27 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
 
 
 def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_mount: bool = False):
-    """A one-camera rig for ``--source``: from ``--calib``, else the documented default camera
-    (with ``auto_mount``, for video files and image folders: pitch and height measured on the
-    lane lines where they are clear)."""
-    from perception.data.readers.video import load_camera
-    from perception.geometry import CalibrationError, Rig
-    from perception.pipeline.runner import (DEFAULT_HEIGHT_M, DEFAULT_HFOV_DEG, default_camera,
-                                            estimate_mount_from_lanes, probe_size)
-    from perception.pipeline.sources import SourceError
+    """A one-camera rig for ``--source`` by the one calibration policy,
+    :func:`perception.geometry.camera_for_source` (``synth://`` sources bring their own camera)."""
+    from perception.geometry import CalibrationError, Rig, camera_for_source
+    from perception.pipeline.runner import probe_size
+    from perception.pipeline.sources import SourceError, SynthSource, source_kind
+    from perception.utils.image_io import DataError
 
-    if calib is not None:
-        try:
-            import yaml
-            data = yaml.safe_load(Path(calib).read_text()) if Path(calib).is_file() else None
-            if isinstance(data, dict) and "cameras" not in data and "K" not in data:
-                raise CalibrationError(f"{calib}: missing field 'K'")  # a one-camera file without K
-            cam = load_camera(calib, camera)
-        except (CalibrationError, yaml.YAMLError) as exc:
-            fail(str(exc).splitlines()[0])
-        return Rig(cam.name, [cam])
-    from perception.pipeline.sources import SynthSource, source_kind
-    if source_kind(source) == "synth":
+    if calib is None and source_kind(source) == "synth":
         try:
             cam = SynthSource(source).camera_model
         except SourceError as exc:
             fail(str(exc))
         return Rig("synth", [cam])
     try:
-        w, h = probe_size(source)
-    except SourceError as exc:
-        fail(str(exc))
-    cam = default_camera(w, h)
-    mount = None
-    if auto_mount and source_kind(source) in ("video", "images"):
-        mount = estimate_mount_from_lanes(source, cam)
-    pitch = 0.0 if mount is None else mount.pitch_deg
-    height = DEFAULT_HEIGHT_M if mount is None or mount.height_m is None else mount.height_m
-    cam = default_camera(w, h, height_m=height, pitch_deg=pitch)
-    look = ("looking straight ahead" if mount is None else
-            f"tilted {abs(pitch):.1f} deg {'down' if pitch >= 0 else 'up'} (from the lane lines)")
-    where = "assumed" if mount is None or mount.height_m is None else "from the lane width"
-    log.warning("no --calib given: assuming a %dx%d camera with %.0f deg horizontal field of view, %.2f m above "
-                "the ground (%s), %s; distances are approximate (calibrate with `perception calibrate`)",
-                w, h, DEFAULT_HFOV_DEG, height, where, look)
-    return Rig("dashcam", [cam])
+        frame_size = None
+        if calib is None and source_kind(source) not in ("video", "images"):
+            frame_size = probe_size(source)  # a live source: its first frame's size
+        cam = camera_for_source(source, calib, auto_mount, camera=camera, frame_size=frame_size)
+    except (CalibrationError, DataError, SourceError) as exc:
+        fail(str(exc).splitlines()[0])
+    return Rig(cam.name if calib is not None else "dashcam", [cam])
 
 
 @app.command("run", help="Run the pipeline on a video, camera or rig: boxes, distances, BEV map, video, JSON log.")

@@ -43,6 +43,7 @@ from perception.eval.agreement import AgreementCounter
 from perception.eval.depth import DepthEvaluator
 from perception.eval.detection import DetectionEvaluator, ImageDetections
 from perception.geometry import Camera
+from perception.geometry.resize import FrameResize, plan_resize
 from perception.nn.postprocess import Detections, decode_detections, make_anchors, select_detections
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class EvalOptions:
     iou_thresh: float = 0.6
     max_det: int = 100
     rig: str = "surround6"               # synth rig (built-in name or YAML)
-    calib: str | Path | None = None      # video: camera / rig YAML (else <video>.yaml, else a guessed camera)
+    calib: str | Path | None = None      # video: camera / rig YAML (else geometry.camera_for_source's policy)
     qualitative: int = 6                 # camera images kept for the report
     merge_dist: float = 1.5              # m, cross-camera de-duplication of BEV objects
     min_visible_in_crop: float = 0.5     # GT boxes less inside the evaluated crop are ignored
@@ -314,7 +315,7 @@ def open_dataset(opts: EvalOptions) -> tuple[Sequence[Sample] | Iterable[Sample]
     if not data.exists():
         raise EvalError(f"{data}: no such file or folder")
     from perception.data.readers import DataError, KittiReader, VideoReader, open_nuscenes
-    from perception.geometry import CalibrationError
+    from perception.geometry import CalibrationError, camera_for_source
 
     try:
         if ds == "nuscenes":
@@ -322,11 +323,9 @@ def open_dataset(opts: EvalOptions) -> tuple[Sequence[Sample] | Iterable[Sample]
         elif ds == "kitti":
             reader = KittiReader(data)
         else:
-            calib = Path(opts.calib) if opts.calib is not None else None
-            if calib is not None and not calib.is_file():
-                raise EvalError(f"--calib {calib}: no such file")
-            if calib is None and data.with_suffix(".yaml").is_file():
-                calib = data.with_suffix(".yaml")  # a calibration next to the video
+            if opts.calib is not None and not Path(opts.calib).is_file():
+                raise EvalError(f"--calib {opts.calib}: no such file")
+            calib = camera_for_source(data, opts.calib, auto_mount=True)  # the policy of perception run
             reader = VideoReader(data, calib, max_frames=opts.frames)
     except (DataError, CalibrationError, ValueError) as exc:
         raise EvalError(str(exc)) from None
@@ -347,47 +346,33 @@ class Preprocessed:
     image: np.ndarray        # network input, uint8 HxWx3
     camera: Camera           # camera of the network input (K updated)
     depth: np.ndarray | None  # ground-truth depth at network resolution
-    sx: float
-    sy: float
-    x0: int
-    y0: int
+    resize: FrameResize      # the one resize of perception.geometry.resize (as in perception run)
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """Network-pixel xyxy box edges -> original-image pixels (inverse of ``u' = s u - x0``)."""
-        b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
-        b[:, [0, 2]] = (b[:, [0, 2]] + self.x0) / self.sx
-        b[:, [1, 3]] = (b[:, [1, 3]] + self.y0) / self.sy
-        return b
+        """Network-pixel xyxy box edges -> original-image pixels."""
+        return self.resize.to_source(boxes)
 
     def to_network(self, boxes: np.ndarray) -> np.ndarray:
-        b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
-        b[:, [0, 2]] = b[:, [0, 2]] * self.sx - self.x0
-        b[:, [1, 3]] = b[:, [1, 3]] * self.sy - self.y0
-        return b
+        return self.resize.to_network(boxes)
 
     def window(self) -> np.ndarray:
-        """The evaluated crop in original-image pixels (xyxy)."""
-        H, W = self.image.shape[:2]
-        return self.to_original(np.array([[0.0, 0.0, W, H]]))[0]
+        """The evaluated view in original-image pixels (xyxy)."""
+        return self.resize.window()
 
 
 def preprocess(sample: Sample, cam_index: int, size: tuple[int, int], dense_depth: bool) -> Preprocessed:
-    """Training's resize/crop/K update (:func:`perception.train.data.make_item`, no augmentation)."""
+    """Training's item without augmentation (:func:`perception.train.data.make_item`), which
+    resizes with :func:`perception.geometry.resize.resize_frame_and_K` like ``perception run``."""
     from perception.train.data import make_item
 
     if sample.extras.get("depth_dense") != dense_depth:
         sample = dataclasses.replace(sample, extras={**sample.extras, "depth_dense": dense_depth})
     item = make_item(sample, cam_index, size, rng=None)
-    cam = sample.cameras[cam_index]
     H0, W0 = sample.images[cam_index].shape[:2]
-    H, W = size
-    s = max(W / W0, H / H0)
-    Ws, Hs = max(1, round(W0 * s)), max(1, round(H0 * s))
-    x0, y0 = (Ws - W) // 2, (Hs - H) // 2
-    net_cam = cam.scaled(Ws, Hs).cropped(x0, y0, W, H)
-    if not np.allclose(net_cam.K, item["K"], atol=1e-3):  # training preprocessing changed: keep in step
-        raise RuntimeError("evaluation preprocessing is out of step with perception.train.data.make_item")
-    return Preprocessed(item["image"], net_cam, item["depth"], Ws / W0, Hs / H0, x0, y0)
+    plan = plan_resize(W0, H0, size)
+    cam = sample.cameras[cam_index]
+    net_cam = plan.camera(cam if cam.size == (W0, H0) else cam.scaled(W0, H0))
+    return Preprocessed(item["image"], net_cam, item["depth"], plan)
 
 
 # ---------------------------------------------------------------------------- evaluation

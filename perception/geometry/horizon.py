@@ -27,6 +27,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from perception.geometry.calibration import pitch_from_horizon
 from perception.geometry.camera import Camera
 from perception.geometry.ipm import image_to_ground
 from perception.geometry.transforms import camera_pose
@@ -153,7 +154,7 @@ def estimate_horizon_row(images: Iterable[np.ndarray], camera: Camera | None = N
             obs.append(o)
     if not obs:
         raise ValueError(f"no lane lines found in {seen} image(s): the horizon needs road footage with "
-                         "visible lane markings (or give the pitch with --pitch-deg / --horizon-row)")
+                         "visible lane markings (set the pitch with `perception calibrate --pitch-deg` or `--horizon-row` instead)")
     arr = np.asarray([o.row for o in obs])
     q25, q50, q75 = np.percentile(arr, [25, 50, 75])
     log.info("horizon row %.1f px from %d of %d images (IQR %.1f px)", q50, len(obs), seen, q75 - q25)
@@ -195,3 +196,67 @@ def camera_height_from_lanes(camera: Camera, observations: Iterable[LaneObservat
     log.info("camera height %.2f m from the ego lane (%.2f m wide) in %d images (IQR %.2f m)", q50, lane_width_m,
              len(heights), q75 - q25)
     return HeightEstimate(height=float(q50), images_used=len(heights), spread=float(q75 - q25))
+
+
+AUTO_PITCH_MAX_DEG = 8.0            # a forward dashcam tilted more than this is more likely a bad estimate
+AUTO_HEIGHT_RANGE_M = (0.8, 3.5)    # a car's dashcam to a truck's
+
+
+@dataclass
+class LaneMount:
+    """Mount of an uncalibrated camera measured on its lane lines (``height_m`` None: not measured)."""
+
+    pitch_deg: float                 # down; negative = up
+    height_m: float | None
+    horizon_row: float
+    frames_used: int
+    frames_seen: int
+
+
+def estimate_mount(images: Iterable[np.ndarray], camera: Camera, max_spread_frac: float = 0.04,
+                   lane_width_m: float | None = None) -> LaneMount | None:
+    """Pitch and height of an uncalibrated forward ``camera`` from the lane lines in ``images``
+    (frames spread over a drive): the pitch from the lines' vanishing point, then the height
+    from the ego lane's apparent width (``lane_width_m`` between the inner edges of the lines;
+    default 3.5 m).
+
+    Returns None, with the reason logged, when the pitch is not trustworthy: lane pairs in
+    fewer than 3 frames or in under 20 % of them, per-frame rows spread (IQR) over
+    ``max_spread_frac`` of the image height, or a tilt beyond ``AUTO_PITCH_MAX_DEG``. The height
+    is left None (the caller keeps its assumption) when fewer than 3 frames show both lines, the
+    per-frame heights spread over 25 %, or it falls outside ``AUTO_HEIGHT_RANGE_M``. Why: a
+    level camera puts the horizon at the image centre; a dashcam tilted by 2 degrees moves it
+    by 40 px at 1280x720 and a car 20 m ahead by about 4 m in the ground-plane distance, and
+    ground distances scale with the assumed height (1.4 m for a car's dashcam, 2.5 m in a truck).
+    """
+    try:
+        est = estimate_horizon_row(images, camera)
+    except ValueError as exc:
+        log.info("auto mount: %s", exc)
+        return None
+    pitch = pitch_from_horizon(camera.K, est.row)
+    why = None
+    if est.images_used < 3 or est.images_used < 0.2 * est.images_seen:
+        why = f"lane lines in only {est.images_used} of {est.images_seen} frames"
+    elif est.spread > max_spread_frac * camera.height:
+        why = f"the per-frame horizon rows spread over {est.spread:.0f} px (IQR)"
+    elif abs(pitch) > AUTO_PITCH_MAX_DEG:
+        why = f"the pitch estimate ({pitch:+.1f} deg) is beyond +-{AUTO_PITCH_MAX_DEG:.0f} deg"
+    if why is not None:
+        log.info("auto mount: not used, %s; keeping the camera level", why)
+        return None
+    log.info("auto mount: pitch %.2f deg %s (horizon row %.0f of %d, lane lines in %d of %d frames, IQR %.1f px)",
+             abs(pitch), "down" if pitch >= 0 else "up", est.row, camera.height, est.images_used,
+             est.images_seen, est.spread)
+    width = DEFAULT_LANE_WIDTH_M if lane_width_m is None else lane_width_m
+    h = camera_height_from_lanes(camera, est.observations, width, pitch_deg=pitch)
+    height = None
+    if h is None or h.images_used < 3:
+        log.info("auto mount: height not measured (both ego-lane lines in %d frames)", 0 if h is None else h.images_used)
+    elif h.spread > 0.25 * h.height or not AUTO_HEIGHT_RANGE_M[0] <= h.height <= AUTO_HEIGHT_RANGE_M[1]:
+        log.info("auto mount: height estimate %.2f m (IQR %.2f m) not used", h.height, h.spread)
+    else:
+        height = h.height
+        log.info("auto mount: height %.2f m from a %.2f m lane in %d frames (IQR %.2f m)", height, width,
+                 h.images_used, h.spread)
+    return LaneMount(pitch, height, est.row, est.images_used, est.images_seen)

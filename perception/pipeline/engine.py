@@ -28,12 +28,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from perception.geometry import Camera, Rig
+from perception.geometry.resize import FrameResize, plan_resize
 from perception.nn.model import DET_STRIDES, MAX_STRIDE
 from perception.nn.postprocess import Detections, decode_detections, make_anchors, select_detections
 from perception.pipeline.backends import Backend
@@ -59,6 +59,7 @@ class Frame:
     stale: list[bool] = field(default_factory=list)
     cameras: list[Camera | None] = field(default_factory=list)     # native-resolution cameras
     net_cameras: list[Camera | None] = field(default_factory=list)  # network-resolution cameras
+    resizes: list[FrameResize | None] = field(default_factory=list)  # native -> network pixels, per camera
     batch_index: list[int] = field(default_factory=list)   # camera -> row of the batch, -1 if absent
     batch: torch.Tensor | None = None
     intrinsics: torch.Tensor | None = None
@@ -87,8 +88,10 @@ class Stage(Protocol):
 
 # ----------------------------------------------------------------------------- stages
 class Preprocess:
-    """Resize every camera image to the network size, update K (:meth:`Camera.scaled`), convert
-    to float [0, 1] NCHW (channels_last). On a GPU device the resize runs on the GPU.
+    """Resize every camera image to the network size with the one resize of the package
+    (:func:`perception.geometry.resize.plan_resize`: one scale on both axes to cover the
+    network size, centred window, K updated), then float [0, 1] NCHW (channels_last). On a GPU
+    device the resize runs on the GPU.
 
     An image whose size differs from its calibration gets K rescaled, with one warning per size."""
 
@@ -96,9 +99,10 @@ class Preprocess:
 
     def __init__(self, rig: Rig, size: tuple[int, int], device: str = "cpu") -> None:
         self.rig, self.size, self.device = rig, size, torch.device(device)
-        self._cams: dict[tuple[int, int, int], tuple[Camera, Camera]] = {}
+        self._cams: dict[tuple[int, int, int], tuple[Camera, Camera, FrameResize]] = {}
 
-    def cameras_for(self, i: int, width: int, height: int) -> tuple[Camera, Camera]:
+    def cameras_for(self, i: int, width: int, height: int) -> tuple[Camera, Camera, FrameResize]:
+        """(native camera, network camera, resize plan) of camera ``i`` for a ``width x height`` image."""
         key = (i, width, height)
         if key not in self._cams:
             cam = self.rig.cameras[i]
@@ -108,31 +112,36 @@ class Preprocess:
                             " (the aspect ratio differs too: check the calibration)"
                             if abs(width / height - cam.width / cam.height) > 0.01 else "")
                 cam = cam.scaled(width, height)
-            H, W = self.size
-            self._cams[key] = (cam, cam.scaled(W, H))
+            plan = plan_resize(width, height, self.size)
+            if plan.kept_fraction < 0.9:
+                log.warning("camera '%s': the network size %dx%d has another aspect ratio than the %dx%d image, "
+                            "so only %.0f%% of the image is analysed (leave --size out to fit the camera)",
+                            cam.name, self.size[0], self.size[1], width, height, 100 * plan.kept_fraction)
+            self._cams[key] = (cam, plan.camera(cam), plan)
         return self._cams[key]
 
     def __call__(self, frame: Frame) -> Frame:
         H, W = self.size
         n = len(frame.images)
         frame.cameras, frame.net_cameras, frame.batch_index = [None] * n, [None] * n, [-1] * n
+        frame.resizes = [None] * n
         rows, Ks = [], []
         for i, img in enumerate(frame.images):
             if img is None:
                 continue
-            cam, net = self.cameras_for(i, img.shape[1], img.shape[0])
-            frame.cameras[i], frame.net_cameras[i] = cam, net
+            cam, net, plan = self.cameras_for(i, img.shape[1], img.shape[0])
+            frame.cameras[i], frame.net_cameras[i], frame.resizes[i] = cam, net, plan
             frame.batch_index[i] = len(rows)
             if self.device.type == "cuda":
                 t = torch.from_numpy(img).to(self.device, non_blocking=True).permute(2, 0, 1)[None].float() / 255
-                rows.append(F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
-                            if t.shape[-2:] != (H, W) else t)
+                if t.shape[-2:] != (plan.scaled_h, plan.scaled_w):
+                    t = F.interpolate(t, size=(plan.scaled_h, plan.scaled_w), mode="bilinear", align_corners=False,
+                                      antialias=True)
+                if plan.x0 < 0 or plan.y0 < 0:  # never for the centred cover window
+                    raise ValueError("the pipeline's resize window must lie inside the scaled frame")
+                rows.append(t[..., plan.y0:plan.y0 + H, plan.x0:plan.x0 + W])
             else:
-                if img.shape[:2] == (H, W):
-                    rows.append(img)
-                else:  # bilinear down to 2x (7x cheaper than INTER_AREA), area averaging beyond
-                    big = img.shape[1] > 2 * W or img.shape[0] > 2 * H
-                    rows.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA if big else cv2.INTER_LINEAR))
+                rows.append(plan.apply(img))
             Ks.append(net.K)
         if not rows:
             frame.batch = None

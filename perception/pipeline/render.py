@@ -141,12 +141,12 @@ class Renderer:
             return tile
         interp = cv2.INTER_AREA if img.shape[1] > 2 * tw else cv2.INTER_LINEAR
         tile = cv2.cvtColor(cv2.resize(img, (tw, th), interpolation=interp), cv2.COLOR_RGB2BGR)
-        net = frame.net_cameras[i]
-        sx, sy = tw / net.width, th / net.height
+        plan = frame.resizes[i]
+        sx, sy = tw / img.shape[1], th / img.shape[0]
         for obj in frame.objects:
             if obj.camera != frame.names[i]:
                 continue
-            x1, y1, x2, y2 = obj.box
+            x1, y1, x2, y2 = plan.to_source(obj.box)[0]
             p1, p2 = (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy))
             color = CLASS_COLORS.get(obj.label, (255, 255, 255))
             cv2.rectangle(tile, p1, p2, color, 2)

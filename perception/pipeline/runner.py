@@ -8,7 +8,6 @@ capture threads -> synchroniser -> engine stages -> sinks and writes ``summary.j
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -18,8 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from perception.geometry import CalibrationError, Camera, Rig
-from perception.geometry.transforms import camera_pose
+from perception.geometry import CalibrationError, Rig
 from perception.nn import PerceptionNet, resolve_model
 from perception.nn.registry import TRAIN_FOCAL_PX
 from perception.pipeline.backends import TORCH_BACKENDS, Backend, create_backend, resolve_precision
@@ -34,11 +32,7 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineOptions", "Pipeline", "default_camera", "build_rig", "parse_size", "auto_size",
-           "probe_size", "estimate_mount_from_lanes", "LaneMount", "DEFAULT_HFOV_DEG", "DEFAULT_HEIGHT_M"]
-
-DEFAULT_HFOV_DEG = 60.0   # assumed horizontal field of view of an uncalibrated dashcam
-DEFAULT_HEIGHT_M = 1.4    # assumed mounting height of an uncalibrated dashcam
+__all__ = ["PipelineOptions", "Pipeline", "build_rig", "parse_size", "auto_size", "probe_size"]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -66,94 +60,6 @@ def auto_size(width: int, height: int, long_side: int = 640, fx: float | None = 
     if fx is not None and fx > 0 and focal_px:
         s = max(min(s, focal_px / fx), min(s, min_long_side / max(width, height)))
     return max(32, int(round(height * s / 32)) * 32), max(32, int(round(width * s / 32)) * 32)
-
-
-def default_camera(width: int, height: int, name: str = "front", hfov_deg: float = DEFAULT_HFOV_DEG,
-                   height_m: float = DEFAULT_HEIGHT_M, pitch_deg: float = 0.0) -> Camera:
-    """The documented uncalibrated default: square pixels, centred principal point, ``hfov_deg``
-    horizontal field of view, ``height_m`` above the ground at the rear axle, looking straight
-    ahead (or ``pitch_deg`` down; negative = up)."""
-    f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
-    K = [[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]]
-    return Camera(name, width, height, K, [0, 0, 0, 0, 0],
-                  camera_pose(0.0, 0.0, height_m, 0.0, pitch=math.radians(pitch_deg)))
-
-
-AUTO_PITCH_MAX_DEG = 8.0            # a forward dashcam tilted more than this is more likely a bad estimate
-AUTO_HEIGHT_RANGE_M = (0.8, 3.5)    # a car's dashcam to a truck's
-
-
-@dataclass
-class LaneMount:
-    """Mount of an uncalibrated camera measured on its lane lines (``height_m`` None: not measured)."""
-
-    pitch_deg: float                 # down; negative = up
-    height_m: float | None
-    horizon_row: float
-    frames_used: int
-    frames_seen: int
-
-
-def estimate_mount_from_lanes(source: str, camera: Camera, max_frames: int = 90, scan_frames: int = 900,
-                              max_spread_frac: float = 0.04,
-                              lane_width_m: float | None = None) -> LaneMount | None:
-    """Pitch and height of an uncalibrated forward camera from its lane lines
-    (:mod:`perception.geometry.horizon`), over up to ``max_frames`` frames spread over the first
-    ``scan_frames`` frames of a video file, image folder or glob: the pitch from the lines'
-    vanishing point, then the height from the ego lane's apparent width (``lane_width_m``
-    between the inner edges of the lines; default 3.5 m).
-
-    Returns None, with the reason logged, when the pitch is not trustworthy: lane pairs in
-    fewer than 3 frames or in under 20 % of them, per-frame rows spread (IQR) over
-    ``max_spread_frac`` of the image height, or a tilt beyond ``AUTO_PITCH_MAX_DEG``. The height
-    is left None (the caller keeps its assumption) when fewer than 3 frames show both lines, the
-    per-frame heights spread over 25 %, or it falls outside ``AUTO_HEIGHT_RANGE_M``. Why: a
-    level camera puts the horizon at the image centre; a dashcam tilted by 2 degrees moves it
-    by 40 px at 1280x720 and a car 20 m ahead by about 4 m in the ground-plane distance, and
-    ground distances scale with the assumed height (1.4 m for a car's dashcam, 2.5 m in a truck).
-    """
-    from perception.data.readers.video import VideoReader
-    from perception.geometry.calibration import pitch_from_horizon
-    from perception.geometry.horizon import DEFAULT_LANE_WIDTH_M, camera_height_from_lanes, estimate_horizon_row
-
-    try:
-        reader = VideoReader(source, camera)
-    except Exception as exc:      # DataError and decoder errors: the run itself reports them
-        log.info("auto mount: cannot read %s (%s)", source, exc)
-        return None
-    reader.stride = max(1, min(reader.frame_count, scan_frames) // max_frames)
-    reader.max_frames = max_frames
-    try:
-        est = estimate_horizon_row((s.images[0] for s in reader), camera)
-    except ValueError as exc:
-        log.info("auto mount: %s", exc)
-        return None
-    pitch = pitch_from_horizon(camera.K, est.row)
-    why = None
-    if est.images_used < 3 or est.images_used < 0.2 * est.images_seen:
-        why = f"lane lines in only {est.images_used} of {est.images_seen} frames"
-    elif est.spread > max_spread_frac * camera.height:
-        why = f"the per-frame horizon rows spread over {est.spread:.0f} px (IQR)"
-    elif abs(pitch) > AUTO_PITCH_MAX_DEG:
-        why = f"the pitch estimate ({pitch:+.1f} deg) is beyond +-{AUTO_PITCH_MAX_DEG:.0f} deg"
-    if why is not None:
-        log.info("auto mount: not used, %s; keeping the camera level", why)
-        return None
-    log.info("auto mount: pitch %.2f deg %s (horizon row %.0f of %d, lane lines in %d of %d frames, IQR %.1f px)",
-             abs(pitch), "down" if pitch >= 0 else "up", est.row, camera.height, est.images_used,
-             est.images_seen, est.spread)
-    width = DEFAULT_LANE_WIDTH_M if lane_width_m is None else lane_width_m
-    h = camera_height_from_lanes(camera, est.observations, width, pitch_deg=pitch)
-    height = None
-    if h is None or h.images_used < 3:
-        log.info("auto mount: height not measured (both ego-lane lines in %d frames)", 0 if h is None else h.images_used)
-    elif h.spread > 0.25 * h.height or not AUTO_HEIGHT_RANGE_M[0] <= h.height <= AUTO_HEIGHT_RANGE_M[1]:
-        log.info("auto mount: height estimate %.2f m (IQR %.2f m) not used", h.height, h.spread)
-    else:
-        height = h.height
-        log.info("auto mount: height %.2f m from a %.2f m lane in %d frames (IQR %.2f m)", height, width,
-                 h.images_used, h.spread)
-    return LaneMount(pitch, height, est.row, est.images_used, est.images_seen)
 
 
 SHARED_DATA_DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -400,10 +306,3 @@ class Pipeline:
         if self.server is not None:
             self.server.close()
             self.server = None
-
-
-def set_threads() -> int:
-    """Use every core for the network (the pipeline threads mostly wait on the GIL-free kernels)."""
-    n = os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n

@@ -40,14 +40,13 @@ def frame_record(frame) -> dict[str, Any]:
     cams: dict[str, list] = {}
     for i, name in enumerate(frame.names):
         rows = []
-        cam, net = (frame.cameras[i], frame.net_cameras[i]) if frame.cameras else (None, None)
-        if frame.valid and frame.valid[i] and cam is not None:
-            sx, sy = cam.width / net.width, cam.height / net.height
+        plan = frame.resizes[i] if frame.resizes else None
+        if frame.valid and frame.valid[i] and plan is not None:
             for obj in frame.objects:
                 if obj.camera != name:
                     continue
-                x1, y1, x2, y2 = obj.box
-                rows.append({"box": [_r(x1 * sx, 1), _r(y1 * sy, 1), _r(x2 * sx, 1), _r(y2 * sy, 1)],
+                x1, y1, x2, y2 = plan.to_source(obj.box)[0]
+                rows.append({"box": [_r(x1, 1), _r(y1, 1), _r(x2, 1), _r(y2, 1)],
                              "score": _r(obj.score), "label": obj.label})
         cams[name] = rows
     objects = [{"id": int(t.id), "label": t.label, "center": [_r(v) for v in t.center],

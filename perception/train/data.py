@@ -8,6 +8,7 @@ whatever the worker, and a resumed run sees exactly the batches it would have se
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import torch
 
 from perception.data.sample import Boxes2D, Sample
 from perception.geometry import Camera
+from perception.geometry.resize import plan_resize
 
 
 @dataclass
@@ -63,29 +65,21 @@ def make_item(sample: Sample, cam_index: int, out_hw: tuple[int, int], rng: np.r
     img, cam = sample.images[cam_index], sample.cameras[cam_index]
     H0, W0 = img.shape[:2]
     H, W = out_hw
-    s = max(W / W0, H / H0)
-    if use_aug:
-        s *= math.exp(rng.uniform(math.log(aug.scale[0]), math.log(aug.scale[1])))
-    Ws, Hs = max(1, round(W0 * s)), max(1, round(H0 * s))
-    sx, sy = Ws / W0, Hs / H0
-    x0 = (Ws - W) // 2 if not use_aug else int(rng.integers(min(0, Ws - W), max(0, Ws - W) + 1))
-    y0 = (Hs - H) // 2 if not use_aug else int(rng.integers(min(0, Hs - H), max(0, Hs - H) + 1))
-    resized = cv2.resize(img, (Ws, Hs), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    canvas = np.full((H, W, 3), 124, np.uint8)
-    cx0, cy0 = max(x0, 0), max(y0, 0)
-    cx1, cy1 = min(x0 + W, Ws), min(y0 + H, Hs)
-    canvas[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = resized[cy0:cy1, cx0:cx1]
-    new_cam: Camera = cam.scaled(Ws, Hs).cropped(x0, y0, W, H)
-    # pixel-centre affine map u' = sx*u + bx (matches Camera.scaled + cropped)
-    affine = np.array([[sx, 0, (0.5 * sx - 0.5) - x0], [0, sy, (0.5 * sy - 0.5) - y0]])
+    scale = math.exp(rng.uniform(math.log(aug.scale[0]), math.log(aug.scale[1]))) if use_aug else 1.0
+    plan = plan_resize(W0, H0, out_hw, scale=scale)
+    if use_aug:  # a random window of the scaled frame (grey where it reaches past the frame)
+        Ws, Hs = plan.scaled_w, plan.scaled_h
+        plan = dataclasses.replace(plan, x0=int(rng.integers(min(0, Ws - W), max(0, Ws - W) + 1)),
+                                   y0=int(rng.integers(min(0, Hs - H), max(0, Hs - H) + 1)))
+    canvas, new_cam = plan.apply(img), plan.camera(cam if (W0, H0) == cam.size else cam.scaled(W0, H0))
+    sx, sy, x0, y0 = plan.sx, plan.sy, plan.x0, plan.y0
+    affine = plan.affine()
 
     depth = None
     if sample.depth is not None and sample.depth[cam_index] is not None:
         d = sample.depth[cam_index]
         if sample.extras.get("depth_dense", True):
-            dr = cv2.resize(d, (Ws, Hs), interpolation=cv2.INTER_NEAREST)
-            depth = np.zeros((H, W), np.float32)
-            depth[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = dr[cy0:cy1, cx0:cx1]
+            depth = plan.apply(d, interpolation=cv2.INTER_NEAREST, fill=0).astype(np.float32, copy=False)
         else:
             depth = _resize_sparse(d, affine, (H, W))
 
@@ -252,16 +246,16 @@ def make_triplet(frames: list[np.ndarray], K: np.ndarray, up_cam: np.ndarray, ou
     use_aug = aug.enabled and rng is not None
     H0, W0 = frames[0].shape[:2]
     H, W = out_hw
-    s = max(W / W0, H / H0)
+    scale = 1.0
     if use_aug:
         lo, hi = max(1.0, aug.scale[0]), max(1.0, aug.scale[1])
-        s *= math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    Ws, Hs = max(W, round(W0 * s)), max(H, round(H0 * s))
-    x0 = (Ws - W) // 2 if not use_aug else int(rng.integers(0, Ws - W + 1))
-    y0 = (Hs - H) // 2 if not use_aug else int(rng.integers(0, Hs - H + 1))
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    out = [cv2.resize(f, (Ws, Hs), interpolation=interp)[y0:y0 + H, x0:x0 + W] for f in frames]
-    cam = Camera("video", W0, H0, K).scaled(Ws, Hs).cropped(x0, y0, W, H)
+        scale = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    plan = plan_resize(W0, H0, out_hw, scale=scale)
+    if use_aug:
+        plan = dataclasses.replace(plan, x0=int(rng.integers(0, plan.scaled_w - W + 1)),
+                                   y0=int(rng.integers(0, plan.scaled_h - H + 1)))
+    out = [plan.apply(f) for f in frames]
+    cam = plan.camera(Camera("video", W0, H0, K))
     K2, up = cam.K.copy(), np.asarray(up_cam, np.float64).copy()
     if use_aug and rng.random() < aug.flip:
         out = [f[:, ::-1] for f in out]

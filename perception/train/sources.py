@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from perception.data.sample_folder import SampleFolder, write_sample
+from perception.geometry.source_camera import DEFAULT_HFOV_DEG, calibration_beside
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def decode_video(spec: str, size: tuple[int, int], cache_root: Path | None = Non
             progress(n, total)
     if n < 3 or cam_out is None:
         raise ValueError(f"data spec {spec!r}: {n} frames decoded, need at least 3 for (t-1, t, t+1) triplets")
-    guessed = reader.calib_camera is None
+    guessed = opts["calib"] is None and calibration_beside(source) is None
     (out / "meta.json").write_text(json.dumps({
         "format": "perception-video-frames", "version": 1, "count": n, "spec": spec, "source": source,
         "camera": cam_out.to_dict(), "guessed_camera": guessed}))
@@ -326,7 +327,8 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
     """The ``video:`` specs among ``specs``, decoded (when ``render``) into their caches.
 
     Camera height: the ``height=`` key, else the calibration's ``T_ego_cam`` z (ego origin is on
-    the ground); without a calibration the reader's guessed camera (70 deg FOV, 1.4 m) is used,
+    the ground); without a calibration the default camera of
+    :func:`perception.geometry.camera_for_source` (60 deg FOV, 1.4 m) is used,
     with a warning, since metric scale is then only as right as that guess.
     """
     from perception.geometry.camera import Camera
@@ -340,8 +342,9 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
         meta = json.loads((root / "meta.json").read_text())
         cam = Camera.from_dict(meta["camera"], str(root / "meta.json"))
         if meta.get("guessed_camera"):
-            log.warning("%s: no calibration (calib=...): using a guessed camera (70 deg horizontal FOV, %.1f m high); "
-                        "self-supervised depth is only as metric as that guess", source, cam.T_ego_cam[2, 3])
+            log.warning("%s: no calibration (calib=...): using a guessed camera (the default: %.0f deg horizontal FOV, "
+                        "%.1f m high); self-supervised depth is only as metric as that guess", source,
+                        DEFAULT_HFOV_DEG, cam.T_ego_cam[2, 3])
         height = float(opts["height"]) if opts["height"] is not None else float(cam.T_ego_cam[2, 3])
         if not 0.1 <= height <= 10.0:
             raise ValueError(f"data spec {spec!r}: camera height {height:.2f} m from the calibration's T_ego_cam is "

@@ -11,8 +11,8 @@ Bad data files raise :class:`DataError`; bad calibration :class:`perception.geom
 from perception.data.readers.common import DataError, read_depth_png, read_image, read_points
 from perception.data.readers.kitti import KittiReader, read_kitti_calib, read_kitti_labels
 from perception.data.readers.nuscenes import NuScenesInfoReader, NuScenesReader, open_nuscenes
-from perception.data.readers.video import VideoReader, guess_camera, load_camera
+from perception.data.readers.video import VideoReader, load_camera
 
 __all__ = ["DataError", "read_depth_png", "read_image", "read_points", "KittiReader", "read_kitti_calib",
            "read_kitti_labels", "NuScenesInfoReader", "NuScenesReader", "open_nuscenes", "VideoReader",
-           "guess_camera", "load_camera"]
+           "load_camera"]

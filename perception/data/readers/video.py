@@ -1,7 +1,9 @@
 """Frames of a video file, an image folder or a glob as :class:`Sample` (no ground truth).
 
 The camera comes from a calibration YAML (a rig or a single-camera file, see
-:meth:`perception.geometry.Rig.load`), a :class:`Camera`, or is guessed (logged warning).
+:meth:`perception.geometry.Rig.load`), a :class:`Camera`, or, without one, the package's one
+calibration policy (:func:`perception.geometry.camera_for_source`, without the lane-measured
+mount: pass its camera to get that).
 When a frame's size differs from the calibration, ``K`` is scaled to the frame
 (:meth:`Camera.scaled`) with a logged warning, once per size.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Iterator
 
@@ -20,41 +21,13 @@ import numpy as np
 
 from perception.data.readers.common import IMAGE_EXTENSIONS, DataError, read_image
 from perception.data.sample import Sample
-from perception.geometry.camera import CalibrationError, Camera, Rig
-from perception.geometry.transforms import camera_pose
+from perception.geometry.camera import Camera, Rig
+from perception.geometry.source_camera import camera_for_source, load_camera
+from perception.utils.video_io import natural_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VideoReader", "load_camera", "guess_camera", "natural_key"]
-
-
-def natural_key(path: str | Path) -> list:
-    """Sort key that puts ``img2`` before ``img10``."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
-
-
-def guess_camera(width: int, height: int, hfov_deg: float = 70.0, name: str = "front") -> Camera:
-    """An uncalibrated forward camera: square pixels, principal point at the centre, the given
-    horizontal field of view, 1.4 m above the ground. Only for sources without calibration."""
-    f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
-    K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
-    return Camera(name, width, height, K, np.zeros(5), camera_pose(0.0, 0.0, 1.4, 0.0))
-
-
-def load_camera(calib: str | Path | Rig | Camera, camera: str | None = None) -> Camera:
-    """One camera from a calibration: a YAML path (rig or single camera), a :class:`Rig` or a
-    :class:`Camera`. ``camera`` selects by name in a multi-camera rig (default: the first)."""
-    if isinstance(calib, Camera):
-        return calib
-    rig = calib if isinstance(calib, Rig) else Rig.load(calib)
-    if camera is not None:
-        try:
-            return rig[camera]
-        except KeyError as exc:
-            raise CalibrationError(f"{calib if not isinstance(calib, Rig) else rig.name}: {exc.args[0]}") from None
-    if len(rig) > 1:
-        log.warning("%s has %d cameras; using the first ('%s')", rig.name, len(rig), rig.cameras[0].name)
-    return rig.cameras[0]
+__all__ = ["VideoReader", "load_camera", "natural_key"]
 
 
 class VideoReader:
@@ -111,14 +84,8 @@ class VideoReader:
     def camera_for(self, width: int, height: int) -> Camera:
         """The calibrated camera, scaled (with a warning) when the frame size differs."""
         cam = self.calib_camera
-        if cam is None:
-            cam = guess_camera(width, height)
-            if (width, height) not in self._warned:
-                self._warned.add((width, height))
-                log.warning("%s: no calibration given; guessing a %dx%d camera with 70 deg horizontal FOV "
-                            "(fx=%.0f) mounted 1.4 m high. Calibrate with `perception calibrate`.",
-                            self.source, width, height, cam.fx)
-            return cam
+        if cam is None:  # the package's default camera (logged once by camera_for_source)
+            cam = self.calib_camera = camera_for_source(self.source, None, auto_mount=False)
         if (width, height) == cam.size:
             return cam
         if (width, height) not in self._warned:
