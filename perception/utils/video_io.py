@@ -51,12 +51,13 @@ def list_images(source: str | Path) -> list[str] | None:
 
 
 class FileFrames:
-    """One opened file source: ``size`` (width, height) of its first frame, ``frame_count`` and
+    """One opened file source: ``size`` (width, height) of its first frame, ``frame_count``, ``fps`` and
     :meth:`sample` (RGB frames spread over the first frames)."""
 
     def __init__(self, source: str | Path) -> None:
         self.source = str(source)
         self.files = list_images(source)
+        self.fps = 0.0  # of a video file as its container says (0: unknown)
         if self.files is not None:
             first = read_image(self.files[0])
             self.frame_count = len(self.files)
@@ -66,6 +67,7 @@ class FileFrames:
                 if not cap.isOpened():
                     raise DataError(f"{self.source}: cannot open video (corrupt or unsupported format)")
                 self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+                self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
                 ok, first = cap.read()
                 if not ok:
                     raise DataError(f"{self.source}: video has no decodable frame (corrupt or truncated)")

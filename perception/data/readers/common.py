@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 
 from perception.utils.image_io import DataError, read_image
+from perception.utils.video_io import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DataError", "class_index", "read_image", "read_points", "read_depth_png", "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def class_index(dataset: str, name: str, classes: tuple[str, ...] | None = None) -> int:

@@ -10,7 +10,6 @@ When a frame's size differs from the calibration, ``K`` is scaled to the frame
 
 from __future__ import annotations
 
-import glob as globlib
 import logging
 import math
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from perception.data.readers.common import IMAGE_EXTENSIONS, DataError, read_image
+from perception.data.readers.common import DataError, read_image
 from perception.data.sample import Sample
 from perception.geometry.camera import Camera, Rig
 from perception.geometry.source_camera import camera_for_source, load_camera
-from perception.utils.video_io import natural_key
+from perception.utils.video_io import FileFrames, natural_key
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +44,12 @@ class VideoReader:
         self.stride, self.max_frames = max(1, int(stride)), max_frames
         self.calib_camera = load_camera(calib, camera) if calib is not None else None
         self._warned: set[tuple[int, int]] = set()
-        src = Path(self.source)
-        if any(c in self.source for c in "*?["):
-            self.files = sorted((p for p in globlib.glob(self.source) if Path(p).is_file()), key=natural_key)
-            if not self.files:
-                raise DataError(f"{self.source}: no files match")
-            self.kind = "images"
-        elif src.is_dir():
-            self.files = sorted((str(p) for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
-            if not self.files:
-                raise DataError(f"{src}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            self.kind = "images"
-        elif src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
-            self.files, self.kind = [str(src)], "images"
-        elif src.is_file():
-            self.files, self.kind = [str(src)], "video"
-            cap = cv2.VideoCapture(str(src))
-            try:
-                if not cap.isOpened():
-                    raise DataError(f"{src}: cannot open video (corrupt or unsupported format)")
-                self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or fps
-                self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-                ok, _ = cap.read()
-                if not ok:
-                    raise DataError(f"{src}: video has no decodable frame (corrupt or truncated)")
-            finally:
-                cap.release()
+        opened = FileFrames(self.source)  # DataError for a missing, empty or undecodable source
+        self.frame_count = opened.frame_count
+        if opened.files is not None:
+            self.files, self.kind, self.fps = opened.files, "images", fps
         else:
-            raise DataError(f"{src}: no such file or folder")
-        if self.kind == "images":
-            self.fps = fps
-            self.frame_count = len(self.files)
+            self.files, self.kind, self.fps = [self.source], "video", opened.fps or fps
 
     def __len__(self) -> int:
         n = math.ceil(self.frame_count / self.stride)
