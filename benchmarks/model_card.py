@@ -3,7 +3,7 @@
     python benchmarks/model_card.py runs/eval/rep-s > /tmp/tables.md
 
 Prints markdown: the synthetic test split (fused and train form), the real samples (nuScenes
-keyframe, KITTI 000008, the dashcam clip against the teacher), each with the issue-6 targets
+keyframe, KITTI 000008, the dashcam clip against the teacher), each with the project's accuracy targets (set for `rep-s`)
 and whether they are met. Folders that are missing are left out.
 """
 

@@ -13,13 +13,13 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
   $PY -c "import torch, onnxruntime, cv2, numpy; print('torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| opencv', cv2.__version__, '| numpy', numpy.__version__)"
   uptime
 } > "$OUT/machine.txt"
-# issue 3: the network, train vs fused form (fp32, batch 6, 256x448)
+# the network, train vs fused form (fp32, batch 6, 256x448)
 $PY -m perception bench model --model rep-s --iters 24 --compare builtin:repvgg-a0 --out "$OUT/model-rep-s.json" | tee "$OUT/model-rep-s.txt"
 $PY -m perception bench model --model rep-n --iters 24 --out "$OUT/model-rep-n.json" | tee "$OUT/model-rep-n.txt"
-# issue 4: render speed of the synthetic world
+# render speed of the synthetic world
 $PY benchmarks/synth_speed.py --threads 2 --size 256x448 --frames 20 --json "$OUT/synth.json" | tee "$OUT/synth.txt"
-# issue 5: the pipeline end to end (six cameras rep-n; rendering off; one 1280x720 dashcam rep-s)
+# the pipeline end to end (six cameras rep-n; rendering off; one 1280x720 dashcam rep-s)
 $PY -m perception bench pipeline --frames 60 --out "$OUT/pipeline.json" | tee "$OUT/pipeline.txt"
-# issue 7: backends (torch eager / compile / ORT fp32 / ORT INT8), batch 1 and 6
+# backends (torch eager / compile / ORT fp32 / ORT INT8), batch 1 and 6
 $PY benchmarks/backends.py speed --model qarep-s --batches 1,6 --size 256x448 --out "$OUT/backends.json" | tee "$OUT/backends.txt"
 uptime >> "$OUT/machine.txt"
