@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perception.deploy.backend_bench import BACKENDS, _load, bench_backends, check_backends  # noqa: E402
-from perception.deploy.bench import parse_size  # noqa: E402
+from perception.geometry.resize import parse_size  # noqa: E402
 from perception.utils.profiling import environment  # noqa: E402
 
 

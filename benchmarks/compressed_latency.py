@@ -21,7 +21,7 @@ import torch
 
 import perception.compress  # noqa: F401  (registers the compressed model formats)
 from perception.compress.common import count_params, model_flops
-from perception.deploy.bench import parse_size
+from perception.geometry.resize import parse_size
 from perception.nn import reparameterize_model, resolve_model
 from perception.utils.profiling import environment, summarize, time_calls
 

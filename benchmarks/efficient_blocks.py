@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from perception.deploy.bench import parse_size
+from perception.geometry.resize import parse_size
 from perception.nn.backbone import BackboneConfig, RepBackbone
 from perception.nn.reparam import reparameterize_model
 from perception.nn.zoo_efficient import EFFICIENT_WIDTHS

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from perception.pipeline.bev import BEVConfig
-    from perception.pipeline.runner import Pipeline, PipelineOptions, parse_size
+    from perception.geometry.resize import parse_size
+    from perception.pipeline.runner import Pipeline, PipelineOptions
     from perception.pipeline.bench_inputs import MemorySource, surround_rig
 
     h, w = parse_size(args.size)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from perception.deploy.bench import BenchSettings, measure_forms, parse_size
+from perception.deploy.bench import BenchSettings, measure_forms
+from perception.geometry.resize import parse_size
 from perception.utils.profiling import ActivationMemoryTracker, count_flops, summarize
 
 

@@ -127,3 +127,23 @@ def test_eval_and_run_use_the_same_default_camera(tmp_path: Path) -> None:
     eval_cam = next(iter(VideoReader(video))).cameras[0]
     np.testing.assert_allclose(run_cam.K, eval_cam.K)
     np.testing.assert_allclose(run_cam.T_ego_cam, eval_cam.T_ego_cam)
+
+
+@pytest.mark.parametrize("text", ["8192x8192", "4096x64", "100x100", "0x64", "axb", "256"])
+def test_network_size_is_checked_and_capped(text: str) -> None:
+    from perception.geometry.resize import parse_size
+
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+    assert parse_size("224x384") == (224, 384) and parse_size("2048x2048") == (2048, 2048)
+
+
+def test_run_refuses_a_huge_size_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from perception.cli.app import app
+
+    video = _video(tmp_path / "clip.mp4")
+    res = CliRunner().invoke(app, ["run", "--source", str(video), "--size", "8192x8192", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "2048" in res.output
+    assert not (tmp_path / "o" / "summary.json").exists()

@@ -37,7 +37,8 @@ def bench_model_command(
     out: Path = typer.Option(None, help="JSON output path (default runs/bench/model-<name>-<device>-<dtype>.json, "
                              "with --backends runs/bench/backends-<name>.json)."),
 ) -> None:
-    from perception.deploy.bench import BenchSettings, bench_model, parse_size
+    from perception.deploy.bench import BenchSettings, bench_model
+    from perception.geometry.resize import parse_size
     from perception.nn import list_models
 
     if model not in list_models():
@@ -91,7 +92,7 @@ def _bench_backends(model: str, backends: str, batches: str, size: str, device: 
                     warmup: int, threads: int, memory: bool, compare: str, out: Path | None) -> None:
     """``bench model --backends``: the fused model in each backend (perception.deploy.backend_bench)."""
     from perception.deploy.backend_bench import BACKENDS, bench_backends
-    from perception.deploy.bench import parse_size
+    from perception.geometry.resize import parse_size
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     bad = [b for b in names if b not in BACKENDS]

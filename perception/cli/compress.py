@@ -128,7 +128,7 @@ def _prepare(model: str, out: Path, data: Optional[list[str]], size: str, steps:
     import torch
 
     from perception.compress.common import TINY_OVERRIDES, FitConfig, load_data
-    from perception.deploy.bench import parse_size
+    from perception.geometry.resize import parse_size
     from perception.nn import list_models
 
     if threads > 0:

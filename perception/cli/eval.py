@@ -11,14 +11,12 @@ from perception.cli.app import app, console, fail, register_backends, register_m
 
 
 def _parse_size(size: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        fail(f"--size must look like 256x448 (HxW), got {size!r}")
-    if h < 32 or w < 32 or h > 4096 or w > 4096:
-        fail(f"--size {size}: height and width must be in 32..4096")
-    return h, w
+    from perception.geometry.resize import parse_size
 
+    try:
+        return parse_size(size)
+    except ValueError as exc:
+        fail(f"--size: {exc}")
 
 @app.command("eval", help="Evaluate a model on synth / KITTI / nuScenes / video: metrics.json, report.md, plots.")
 def eval_command(

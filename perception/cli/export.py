@@ -51,7 +51,7 @@ def export_command(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
-    from perception.deploy.bench import parse_size
+    from perception.geometry.resize import parse_size
     from perception.deploy.export import ExportError, export_from_spec
 
     register_model_formats()  # --model FILE.pdc and the other compressed files

@@ -27,7 +27,8 @@ def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, 
     """Validate the common options into :class:`PipelineOptions` (one-line errors)."""
     from perception.pipeline.bev import BEVConfig
     from perception.pipeline.render import RenderConfig
-    from perception.pipeline.runner import PipelineOptions, parse_size
+    from perception.geometry.resize import parse_size
+    from perception.pipeline.runner import PipelineOptions
 
     register_backends()
     register_model_formats()  # --model FILE.pdc and the other compressed files

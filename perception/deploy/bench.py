@@ -43,17 +43,6 @@ class BenchSettings:
     channels_last: bool = True
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x448"`` (HxW) -> (256, 448)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size must look like 256x448 (height x width), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
-    return h, w
-
-
 def _prepare(model: nn.Module, s: BenchSettings, device: torch.device) -> nn.Module:
     model = model.to(device=device, dtype=DTYPES[s.dtype]).eval()
     if s.channels_last:

@@ -26,9 +26,24 @@ import numpy as np
 
 from perception.geometry.camera import Camera
 
-__all__ = ["FrameResize", "plan_resize", "resize_frame_and_K", "PAD_VALUE"]
+__all__ = ["FrameResize", "plan_resize", "resize_frame_and_K", "parse_size", "PAD_VALUE", "MAX_NETWORK_SIDE"]
 
 PAD_VALUE = 124  # grey fill where a (training) window reaches past the scaled frame
+MAX_NETWORK_SIDE = 2048  # the shipped models work near 256x448; 8192x8192 would take ~5 GB a frame
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """A network input size ``"HxW"`` (e.g. ``"224x384"``) -> ``(H, W)``: both sides multiples of
+    32 (the network's largest stride) between 32 and ``MAX_NETWORK_SIDE``; ``ValueError`` with the
+    reason otherwise."""
+    try:
+        h, w = (int(v) for v in str(text).lower().replace(" ", "").split("x"))
+    except ValueError:
+        raise ValueError(f"size must be HxW (height x width, e.g. 224x384), got {text!r}") from None
+    if not (32 <= h <= MAX_NETWORK_SIDE and 32 <= w <= MAX_NETWORK_SIDE) or h % 32 or w % 32:
+        raise ValueError(f"size {text}: height and width must be multiples of 32 between 32 and "
+                         f"{MAX_NETWORK_SIDE}")
+    return h, w
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,7 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineOptions", "Pipeline", "build_rig", "parse_size", "auto_size", "probe_size"]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (H, W), both multiples of 32 and >= 32."""
-    try:
-        h, w = (int(v) for v in text.lower().replace(" ", "").split("x"))
-    except ValueError:
-        raise ValueError(f"size must be HxW (e.g. 384x640), got {text!r}") from None
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise ValueError(f"size {text}: height and width must be multiples of 32 and at least 32")
-    return h, w
+__all__ = ["PipelineOptions", "Pipeline", "build_rig", "auto_size", "probe_size"]
 
 
 def auto_size(width: int, height: int, long_side: int = 640, fx: float | None = None,
