@@ -96,6 +96,16 @@ def camera_for_source(source: str | Path, calib: str | Path | Rig | Camera | Non
     :class:`~perception.utils.image_io.DataError` for an unreadable file source.
     """
     frames = FileFrames(source) if is_file_source(source) else None
+    try:
+        return _camera_for(source, frames, calib, auto_mount, camera, frame_size, lane_width_m)
+    finally:
+        if frames is not None:
+            frames.close()
+
+
+def _camera_for(source: str | Path, frames: FileFrames | None, calib: str | Path | Rig | Camera | None,
+                auto_mount: bool, camera: str | None, frame_size: tuple[int, int] | None,
+                lane_width_m: float | None) -> Camera:
     size = frames.size if frames is not None else frame_size
     if calib is not None:
         return _fit_to_frames(load_camera(calib, camera), size, str(source))

@@ -58,40 +58,61 @@ class FileFrames:
         self.source = str(source)
         self.files = list_images(source)
         self.fps = 0.0  # of a video file as its container says (0: unknown)
+        self._cap: cv2.VideoCapture | None = None   # a video stays open for one sample() pass
+        self._first: np.ndarray | None = None
         if self.files is not None:
             first = read_image(self.files[0])
             self.frame_count = len(self.files)
         else:
             cap = cv2.VideoCapture(self.source)
-            try:
-                if not cap.isOpened():
-                    raise DataError(f"{self.source}: cannot open video (corrupt or unsupported format)")
-                self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-                self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-                ok, first = cap.read()
-                if not ok:
-                    raise DataError(f"{self.source}: video has no decodable frame (corrupt or truncated)")
-            finally:
+            if not cap.isOpened():
                 cap.release()
+                raise DataError(f"{self.source}: cannot open video (corrupt or unsupported format)")
+            self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            ok, first = cap.read()
+            if not ok:
+                cap.release()
+                raise DataError(f"{self.source}: video has no decodable frame (corrupt or truncated)")
+            self._cap, self._first = cap, first
         self.size = (int(first.shape[1]), int(first.shape[0]))
 
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = self._first = None
+
+    def __enter__(self) -> "FileFrames":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def sample(self, max_frames: int, scan_frames: int) -> Iterator[np.ndarray]:
-        """Up to ``max_frames`` RGB frames evenly spread over the first ``scan_frames``."""
+        """Up to ``max_frames`` RGB frames evenly spread over the first ``scan_frames``
+        (a video is read on from the capture that probed it, so it is opened once)."""
         stride = max(1, min(max(self.frame_count, 1), scan_frames) // max(1, max_frames))
         if self.files is not None:
             for f in self.files[:scan_frames:stride][:max_frames]:
                 yield read_image(f)
             return
-        cap = cv2.VideoCapture(self.source)
+        cap, first = self._cap, self._first
+        self._cap = self._first = None
+        if cap is None:
+            cap = cv2.VideoCapture(self.source)
+            ok, first = cap.read()
+            if not ok:
+                cap.release()
+                return
         try:
-            i = emitted = 0
+            frame, i, emitted = first, 0, 0
             while emitted < max_frames and i < scan_frames:
-                ok, frame = cap.read()
-                if not ok:
-                    return
                 if i % stride == 0:
                     yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                     emitted += 1
                 i += 1
+                ok, frame = cap.read()
+                if not ok:
+                    return
         finally:
             cap.release()

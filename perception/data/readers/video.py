@@ -45,6 +45,7 @@ class VideoReader:
         self.calib_camera = load_camera(calib, camera) if calib is not None else None
         self._warned: set[tuple[int, int]] = set()
         opened = FileFrames(self.source)  # DataError for a missing, empty or undecodable source
+        opened.close()
         self.frame_count = opened.frame_count
         if opened.files is not None:
             self.files, self.kind, self.fps = opened.files, "images", fps
