@@ -76,13 +76,19 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
     if pipe.server is not None:
         console.print(f"serving the live view on [bold]{pipe.server.url}[/] (stats: {pipe.server.url}stats.json)")
 
-    signals = {"n": 0}
+    signals: dict[str, int] = {"n": 0, "first": 0}
 
     def on_signal(signum, _frame) -> None:
+        # Never raise from here: an exception in the main thread while the stage threads run
+        # aborted the process (rc 134) and left the outputs unfinished. A second signal only
+        # says so; the stop already drops queued frames and finalises the files.
         signals["n"] += 1
-        if signals["n"] > 1:  # second Ctrl-C: give up on a clean stop
-            raise KeyboardInterrupt
-        log.warning("%s: stopping and finalising the outputs (again to abort)", signal.Signals(signum).name)
+        if signals["n"] > 1:
+            log.warning("%s again: already stopping, closing the outputs", signal.Signals(signum).name)
+            return
+        signals["first"] = signum
+        log.warning("%s: stopping and finalising the outputs", signal.Signals(signum).name)
+        pipe.interrupted = True
         pipe.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -115,6 +121,8 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
     if opts.out is not None:
         present = [n for n in OUTPUTS if (Path(opts.out) / n).exists()]
         console.print(f"outputs in [bold]{Path(opts.out).resolve()}[/]: {', '.join(present)}")
+    if signals["first"]:  # interrupted: the outputs are complete, but the run is not
+        raise typer.Exit(128 + signals["first"])  # 130 for SIGINT, 143 for SIGTERM, as shells report
     if summary["frames"] == 0:
         fail("no frame was processed (no readable input)")
     return summary

@@ -208,6 +208,7 @@ class Pipeline:
         self.sink_stage = SinkStage(self.sinks)
         self.engine = Engine(frames_from_synchronizer(self.sync, rig.names), groups, pipelined=opts.pipelined)
         self._stopped = threading.Event()
+        self.interrupted = False                  # set by a signal handler: recorded in summary.json
         self.summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ control
@@ -281,7 +282,8 @@ class Pipeline:
             "model": self.model_name,
             "backend": self.backend.name,
             "device": self.device,
-        }  # exactly the keys of DESIGN.md section 6 (the precision is in the live stats and the log)
+            "interrupted": bool(self.interrupted),
+        }  # the keys of DESIGN.md section 6, plus whether a signal stopped the run
         if self.lift.floating_dropped:
             log.info("ground gate: dropped %d detection(s) floating above the ground (--no-ground-gate keeps them)",
                      self.lift.floating_dropped)

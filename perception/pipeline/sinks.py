@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 __all__ = ["VideoSink", "JsonlSink", "BEVImageSink", "WindowSink", "ServerSink", "frame_record", "write_summary",
            "gui_available", "SUMMARY_KEYS"]
 
-SUMMARY_KEYS = ("frames", "fps", "latency_ms", "dropped_frames", "errors", "model", "backend", "device")
+# DESIGN.md section 6, plus "interrupted": true when a signal stopped the run
+SUMMARY_KEYS = ("frames", "fps", "latency_ms", "dropped_frames", "errors", "model", "backend", "device", "interrupted")
 
 
 def _r(x: float, nd: int = 3) -> float:
@@ -171,10 +172,10 @@ class ServerSink:
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
-    """``summary.json`` with exactly the keys of DESIGN.md section 6 (written atomically)."""
+    """``summary.json`` with the keys of DESIGN.md section 6 and ``interrupted`` (written atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {k: summary[k] for k in SUMMARY_KEYS}
+    data = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
