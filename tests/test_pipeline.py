@@ -712,3 +712,27 @@ def test_auto_size_matches_the_training_focal_length():
     # a wide camera (short focal length) keeps the 640 cap; a telephoto one stops at min_long_side
     assert auto_size(1920, 1080, fx=554.3) == (352, 640)
     assert auto_size(1920, 1080, fx=5000.0) == (192, 320)
+
+
+def test_a_render_failure_keeps_every_frame_in_the_jsonl(tmp_path, small_model, monkeypatch):
+    """Rendering is not essential: a frame it fails on is still logged, counted and in the video."""
+    from perception.pipeline.render import Renderer
+
+    real = Renderer.__call__
+
+    def flaky(self, frame):
+        if frame.index in (1, 3, 4):
+            raise RuntimeError("render broke")
+        return real(self, frame)
+
+    monkeypatch.setattr(Renderer, "__call__", flaky)
+    rig = Rig("one", [_small_cam()])
+    s = Pipeline(rig, [str(_write_video(tmp_path / "v.mp4", 5))], _opts(tmp_path / "out"), model=small_model).run()
+    lines = [json.loads(ln) for ln in (tmp_path / "out/detections.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in lines] == [0, 1, 2, 3, 4]
+    assert s["frames"] == 5 and s["errors"].get("stage_render") == 3
+    cap = cv2.VideoCapture(str(tmp_path / "out/video.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5  # the last good picture stands in for a failed one

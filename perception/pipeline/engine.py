@@ -320,8 +320,15 @@ class SinkStage:
         self.sinks = sinks
 
     def __call__(self, frame: Frame) -> Frame:
-        for s in self.sinks:
-            s.write(frame)
+        failed = None
+        for s in self.sinks:  # one failing sink must not keep the frame from the others
+            try:
+                s.write(frame)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink had the frame
+                failed = failed or exc
+                log.debug("sink %s failed on frame %d: %s", type(s).__name__, frame.index, exc)
+        if failed is not None:
+            raise failed
         return frame
 
     def close(self, summary: dict) -> None:
@@ -417,7 +424,9 @@ class Engine:
                 if self._consecutive >= self.max_consecutive_errors:
                     self.fatal = exc
                     self.stop()
-                return None
+                if getattr(stage, "essential", True):
+                    return None  # later stages need what this one makes: the frame is dropped
+                continue  # e.g. rendering: the other outputs (JSONL, BEV) of the frame still go out
             ms = (time.perf_counter() - t0) * 1e3
             frame.timings[stage.name] = ms
             self.timer.add(stage.name, ms)

@@ -113,6 +113,7 @@ class Renderer:
     camera_size: tuple[int, int]                     # (width, height) of the camera tiles' aspect
     config: RenderConfig = field(default_factory=RenderConfig)
     name: str = "render"
+    essential = False   # a failed rendering loses the picture of a frame, not its JSONL line (engine)
 
     def __post_init__(self) -> None:
         layout = self.config.layout

@@ -61,12 +61,16 @@ class VideoSink:
         self.path, self.fps = Path(path), float(fps) if fps and fps > 0 else 10.0
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
+        self.last: np.ndarray | None = None
         self.frames = 0
 
     def write(self, frame) -> None:
         img = frame.canvas
-        if img is None:
-            return
+        if img is None:  # rendering failed on this frame: repeat the last picture, so that the
+            if self.writer is None or self.last is None:  # video keeps one frame per JSONL line
+                return
+            img = self.last
+        self.last = img
         h, w = img.shape[:2]
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
