@@ -11,6 +11,8 @@ since it already implements the exact Brown-Conrady model that calibration produ
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +22,8 @@ import numpy as np
 import yaml
 
 from perception.geometry.transforms import invert_transform, transform_points
+
+log = logging.getLogger(__name__)
 
 
 class CalibrationError(ValueError):
@@ -55,6 +59,52 @@ def _undistort_points(uv: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.nda
     return out.reshape(-1, 2)
 
 
+
+MAX_CAMERA_OFFSET_M = 1000.0     # a camera further than this from the ego origin is an error ...
+WARN_CAMERA_OFFSET_M = 30.0      # ... and further than this, suspicious (a bus is 12 m long)
+
+
+def _check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> None:
+    """Refuse what no real pinhole camera has; warn on what is possible but unusual."""
+    if not np.allclose(K[2], [0.0, 0.0, 1.0], atol=1e-9) or abs(K[1, 0]) > 1e-9:
+        raise CalibrationError(f"{where}: field 'K' must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got rows "
+                               f"{np.round(K, 6).tolist()}")
+    fx, fy = float(K[0, 0]), float(K[1, 1])
+    if fx <= 0 or fy <= 0:
+        raise CalibrationError(f"{where}: field 'K' has non-positive focal length (fx {fx:g}, fy {fy:g})")
+    # focal length in image widths: 0.01 is a 180-degree-plus view, 1000 a 0.06 degree telescope
+    for name, f, size in (("fx", fx, width), ("fy", fy, height)):
+        if not 0.01 * size <= f <= 1000.0 * size:
+            raise CalibrationError(f"{where}: field 'K' {name} = {f:g} px is absurd for a {width}x{height} image "
+                                   f"(expected about {0.3 * size:.0f}-{5 * size:.0f} px)")
+    if not 0.2 <= fy / fx <= 5.0:
+        raise CalibrationError(f"{where}: field 'K' has fy/fx = {fy / fx:.3g} (pixels are about square)")
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (-width <= cx <= 2 * width and -height <= cy <= 2 * height):
+        raise CalibrationError(f"{where}: field 'K' principal point ({cx:g}, {cy:g}) lies far outside the "
+                               f"{width}x{height} image")
+    hfov = 2 * math.degrees(math.atan(width / 2 / fx))
+    if not 10.0 <= hfov <= 170.0 or abs(fy / fx - 1) > 0.1 or not (0 <= cx <= width and 0 <= cy <= height):
+        log.warning("%s: unusual intrinsics (horizontal field of view %.1f deg, fy/fx %.3f, principal point "
+                    "(%.0f, %.0f) in a %dx%d image): check the calibration", where, hfov, fy / fx, cx, cy,
+                    width, height)
+
+
+def _check_pose(T: np.ndarray, where: str) -> None:
+    """``T_ego_cam`` must be a rigid transform (rotation + translation)."""
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        raise CalibrationError(f"{where}: field 'T_ego_cam' bottom row must be [0, 0, 0, 1], got "
+                               f"{np.round(T[3], 6).tolist()}")
+    R = T[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
+        raise CalibrationError(f"{where}: field 'T_ego_cam' rotation is not orthonormal (not a rigid transform)")
+    offset = float(np.linalg.norm(T[:3, 3]))
+    if offset > MAX_CAMERA_OFFSET_M:
+        raise CalibrationError(f"{where}: field 'T_ego_cam' puts the camera {offset:.3g} m from the ego origin "
+                               "(translations are in metres)")
+    if offset > WARN_CAMERA_OFFSET_M:
+        log.warning("%s: the camera is %.1f m from the ego origin: check that T_ego_cam is in metres", where, offset)
+
 @dataclass
 class Camera:
     """One calibrated camera: intrinsics ``K``, distortion ``dist``, image size, mounting."""
@@ -80,11 +130,8 @@ class Camera:
         self.width, self.height = int(self.width), int(self.height)
         if self.width <= 0 or self.height <= 0:
             raise CalibrationError(f"{where}: fields 'width'/'height' must be positive, got {self.width}x{self.height}")
-        if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
-            raise CalibrationError(f"{where}: field 'K' has non-positive focal length")
-        R = self.T_ego_cam[:3, :3]
-        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-            raise CalibrationError(f"{where}: field 'T_ego_cam' rotation is not orthonormal")
+        _check_intrinsics(self.K, self.width, self.height, where)
+        _check_pose(self.T_ego_cam, where)
 
     # ----------------------------------------------------------------- properties
     @property
