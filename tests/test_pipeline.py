@@ -736,3 +736,28 @@ def test_a_render_failure_keeps_every_frame_in_the_jsonl(tmp_path, small_model, 
     while cap.read()[0]:
         n += 1
     assert n == 5  # the last good picture stands in for a failed one
+
+
+def test_busy_serve_port_is_named_and_leaves_no_outputs(tmp_path, small_model):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(OSError, match=f"--serve {port}"):
+            Pipeline(Rig("one", [_small_cam()]), [MemorySource(96, 64, 3)], _opts(tmp_path / "o", serve=port),
+                     model=small_model)
+    finally:
+        busy.close()
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_rerun_into_the_same_out_replaces_the_old_outputs(tmp_path, small_model):
+    rig = Rig("one", [_small_cam()])
+    Pipeline(rig, [MemorySource(96, 64, 3)], _opts(tmp_path / "o"), model=small_model).run()
+    assert (tmp_path / "o/video.mp4").exists()
+    Pipeline(rig, [MemorySource(96, 64, 2)], _opts(tmp_path / "o", render=False), model=small_model).run()
+    assert not (tmp_path / "o/video.mp4").exists() and not (tmp_path / "o/bev.png").exists()
+    assert len((tmp_path / "o/detections.jsonl").read_text().splitlines()) == 2

@@ -17,7 +17,6 @@ from perception.cli.app import app, console, fail, register_backends, register_m
 
 log = logging.getLogger("perception.cli.run")
 
-OUTPUTS = ("video.mp4", "bev.png", "detections.jsonl", "summary.json")
 
 
 def pipeline_options(*, model: str, backend: str, out: Path | None, show: bool, serve: int | None,
@@ -119,7 +118,9 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
     if summary["dropped_frames"] or summary["errors"]:
         console.print(f"dropped frames: {summary['dropped_frames']}, errors: {summary['errors']}", highlight=False)
     if opts.out is not None:
-        present = [n for n in OUTPUTS if (Path(opts.out) / n).exists()]
+        from perception.pipeline.runner import OUTPUT_FILES
+
+        present = [n for n in OUTPUT_FILES if (Path(opts.out) / n).exists()]
         console.print(f"outputs in [bold]{Path(opts.out).resolve()}[/]: {', '.join(present)}")
     if signals["first"]:  # interrupted: the outputs are complete, but the run is not
         raise typer.Exit(128 + signals["first"])  # 130 for SIGINT, 143 for SIGTERM, as shells report

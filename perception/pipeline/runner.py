@@ -32,7 +32,9 @@ from perception.pipeline.sources import Source, SourceError, open_source, source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineOptions", "Pipeline", "build_rig", "auto_size", "probe_size"]
+__all__ = ["PipelineOptions", "Pipeline", "build_rig", "auto_size", "probe_size", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("video.mp4", "bev.png", "detections.jsonl", "summary.json")  # what a run writes in --out
 
 
 def auto_size(width: int, height: int, long_side: int = 640, fx: float | None = None,
@@ -188,17 +190,23 @@ class Pipeline:
         out = Path(opts.out) if opts.out is not None else None
         self.out = out
         self.video_sink = None
+        if opts.serve is not None:  # first: a busy port must fail before any output file exists
+            from perception.pipeline.server import MJPEGServer
+            self.server = MJPEGServer(opts.serve)
         if opts.write_outputs and out is not None:
             out.mkdir(parents=True, exist_ok=True)
+            stale = [out / n for n in OUTPUT_FILES if (out / n).exists()]
+            if stale:  # never list an earlier run's files as this run's
+                log.warning("%s: replacing the outputs of an earlier run (%s)", out, ", ".join(p.name for p in stale))
+                for p in stale:
+                    p.unlink()
             if opts.render:
                 self.video_sink = VideoSink(out / "video.mp4", 10.0)
                 self.sinks += [self.video_sink, BEVImageSink(out / "bev.png")]
             self.sinks.append(JsonlSink(out / "detections.jsonl"))
         if opts.show:
             self.sinks.append(WindowSink("perception", on_quit=self.stop))
-        if opts.serve is not None:
-            from perception.pipeline.server import MJPEGServer
-            self.server = MJPEGServer(opts.serve)
+        if self.server is not None:
             self.sinks.append(ServerSink(self.server, self.stats))
         self.renderer = Renderer(rig.names, cam0.size, opts.display) if opts.render else None
         self.lift = Lift(ground_gate=GroundGate() if opts.ground_gate else None)

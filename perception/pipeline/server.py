@@ -130,7 +130,11 @@ class MJPEGServer:
                 except (BrokenPipeError, ConnectionResetError, TimeoutError):
                     return
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # most often: the port is in use
+            raise OSError(f"--serve {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                          "choose another port") from None
         self.httpd.daemon_threads = True
         self.host, self.port = host, int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
