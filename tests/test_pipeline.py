@@ -761,3 +761,17 @@ def test_rerun_into_the_same_out_replaces_the_old_outputs(tmp_path, small_model)
     Pipeline(rig, [MemorySource(96, 64, 2)], _opts(tmp_path / "o", render=False), model=small_model).run()
     assert not (tmp_path / "o/video.mp4").exists() and not (tmp_path / "o/bev.png").exists()
     assert len((tmp_path / "o/detections.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_rig_whose_only_live_camera_never_opens_fails_instead_of_hanging(tmp_path, small_model):
+    from perception.pipeline.sources import SourceError
+
+    rig = Rig("one", [_small_cam()])
+    pipe = Pipeline(rig, ["rtsp://127.0.0.1:9/x"], _opts(tmp_path / "o", first_frame_timeout=1.5, max_frames=5),
+                    model=small_model)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="no camera delivered a frame within 2 s"):
+        pipe.run()
+    assert time.monotonic() - t0 < 15
+    summary = json.loads((tmp_path / "o/summary.json").read_text())
+    assert summary["frames"] == 0 and summary["errors"].get("open", 0) >= 1

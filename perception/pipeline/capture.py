@@ -219,15 +219,27 @@ class Synchronizer:
     """Nearest-timestamp synchronisation of several capture threads (see module docstring)."""
 
     def __init__(self, captures: list[CaptureThread], *, tolerance: float = 0.05, wait: float = 0.1,
-                 file_wait: float = 30.0) -> None:
+                 file_wait: float = 30.0, first_frame_timeout: float | None = None) -> None:
         self.captures = captures
         self.tolerance, self.wait, self.file_wait = tolerance, wait, file_wait
+        self.first_frame_timeout = first_frame_timeout  # s; None: wait for a first frame forever
+        self.timed_out = False                # no camera delivered a frame within first_frame_timeout
         self.dropped = 0                      # frames discarded because they missed the window
         self.missing: Counter[str] = Counter()  # per camera: sets it had no frame for
         self._index = 0
+        self._t_start = time.monotonic()
         self.stop_event = threading.Event()
 
+    def _no_frame_in_time(self) -> bool:
+        """True (once and for all) when no camera has delivered any frame within the timeout."""
+        if self.first_frame_timeout is None or self._index > 0 or any(c.frames for c in self.captures):
+            return False
+        if time.monotonic() - self._t_start > self.first_frame_timeout:
+            self.timed_out = True
+        return self.timed_out
+
     def start(self) -> None:
+        self._t_start = time.monotonic()
         for c in self.captures:
             if not c.is_alive() and c.state == "starting":
                 c.start()
@@ -264,7 +276,7 @@ class Synchronizer:
         while ref_frame is None:
             if self.stop_event.is_set():
                 return None
-            if all(c.done for c in self.captures):
+            if all(c.done for c in self.captures) or self._no_frame_in_time():
                 return None
             # the earliest queued head among cameras that have frames ready, else wait on the first one
             ref = self._reference()

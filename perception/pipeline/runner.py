@@ -111,6 +111,7 @@ class PipelineOptions:
     ground_gate: bool = True                      # drop objects floating above the ground (lifting.GroundGate)
     sync_tolerance: float | None = None           # seconds; None: 0.4 frame periods
     live_wait: float = 0.1
+    first_frame_timeout: float | None = 20.0      # s without any frame from any camera: fail, not hang
     queue_size: int = 4
     threads: int | None = None
     pipelined: bool = True
@@ -179,7 +180,8 @@ class Pipeline:
         self.captures = [CaptureThread(i, s, queue_size=opts.queue_size, backoff=opts.backoff)
                          for i, s in enumerate(self.srcs)]
         tol = opts.sync_tolerance
-        self.sync = Synchronizer(self.captures, tolerance=tol if tol is not None else 0.04, wait=opts.live_wait)
+        self.sync = Synchronizer(self.captures, tolerance=tol if tol is not None else 0.04, wait=opts.live_wait,
+                                 first_frame_timeout=opts.first_frame_timeout)
         self._tol_auto = tol is None
 
         self.preprocess = Preprocess(rig, self.size, device)
@@ -277,6 +279,9 @@ class Pipeline:
             self.sync.stop()
             self.sync.join(2.0)
             self._finalise()
+        if self.sync.timed_out:
+            why = "; ".join(c.error_message for c in self.captures if c.error_message) or "no frame"
+            raise SourceError(f"no camera delivered a frame within {self.opts.first_frame_timeout:.0f} s ({why})")
         return self.summary
 
     def _finalise(self) -> None:
