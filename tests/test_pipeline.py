@@ -775,3 +775,37 @@ def test_a_rig_whose_only_live_camera_never_opens_fails_instead_of_hanging(tmp_p
     assert time.monotonic() - t0 < 15
     summary = json.loads((tmp_path / "o/summary.json").read_text())
     assert summary["frames"] == 0 and summary["errors"].get("open", 0) >= 1
+
+
+def test_mjpeg_server_refuses_foreign_hosts_and_frees_idle_connections(monkeypatch, capfd):
+    import socket
+
+    import perception.pipeline.server as server_mod
+
+    monkeypatch.setattr(server_mod, "IDLE_TIMEOUT_S", 0.5)
+    srv = MJPEGServer(0)
+    try:
+        srv.update(np.zeros((48, 64, 3), np.uint8), {"frames": 1})
+        # DNS rebinding: a foreign site's name resolved to 127.0.0.1 carries its own Host header
+        req = urllib.request.Request(srv.url + "stats.json", headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 421
+        assert _get(srv.url.replace("127.0.0.1", "localhost") + "stats.json")[0] == 200
+        # an idle connection is closed by the server instead of holding a thread
+        idle = socket.create_connection((srv.host, srv.port), timeout=5)
+        t0 = time.monotonic()
+        assert idle.recv(1) == b"" and time.monotonic() - t0 < 4
+        idle.close()
+        # a client that leaves mid-stream leaves no traceback
+        s = socket.create_connection((srv.host, srv.port), timeout=5)
+        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        s.recv(100)
+        s.close()
+        for _ in range(5):
+            srv.update(np.zeros((48, 64, 3), np.uint8))
+            time.sleep(0.05)
+        assert srv.httpd.request_queue_size >= 50
+    finally:
+        srv.close()
+    assert "Traceback" not in capfd.readouterr().err

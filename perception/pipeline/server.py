@@ -56,6 +56,10 @@ poll();
 """
 
 
+IDLE_TIMEOUT_S = 30.0   # a connection that sends no request for this long is closed
+LISTEN_BACKLOG = 64
+
+
 class MJPEGServer:
     """Serve the latest rendered frame as MJPEG plus JSON stats on ``127.0.0.1:port``
     (``port=0`` picks a free port; see :attr:`port`)."""
@@ -73,6 +77,20 @@ class MJPEGServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = IDLE_TIMEOUT_S  # an idle keep-alive connection gives its thread back
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                    pass  # the client left: nothing to report
+
+            def _host_ok(self) -> bool:
+                """DNS rebinding: a page on another site that resolves its name to 127.0.0.1 sends its
+                own Host header; only our own names pass (on any port)."""
+                host = (self.headers.get("Host") or "").strip().lower()
+                name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+                return name in ("127.0.0.1", "localhost", "[::1]")
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http: " + fmt, *args)
@@ -86,6 +104,9 @@ class MJPEGServer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if not self._host_ok():
+                    self._send(421, "text/plain", b"misdirected request: wrong Host header\n")
+                    return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", PAGE.encode())
@@ -130,8 +151,11 @@ class MJPEGServer:
                 except (BrokenPipeError, ConnectionResetError, TimeoutError):
                     return
 
+        class Server(ThreadingHTTPServer):
+            request_queue_size = LISTEN_BACKLOG  # the default of 5 refuses bursts of clients
+
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = Server((host, port), Handler)
         except OSError as exc:  # most often: the port is in use
             raise OSError(f"--serve {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
                           "choose another port") from None
