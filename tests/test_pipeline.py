@@ -809,3 +809,45 @@ def test_mjpeg_server_refuses_foreign_hosts_and_frees_idle_connections(monkeypat
     finally:
         srv.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_full_disk_stops_cleanly_keeping_complete_lines(tmp_path, small_model, monkeypatch):
+    """Writes fail with ENOSPC from the third frame on: the run stops with one clear error,
+    detections.jsonl holds only complete lines, no summary.tmp is left behind."""
+    import errno
+
+    from perception.pipeline.sinks import JsonlSink, OutputWriteError
+
+    class FillingFile:
+        """The real file until two lines are in; then part of a line lands and the disk is full."""
+
+        def __init__(self, fh):
+            self.fh, self.writes = fh, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes > 2:
+                self.fh.write(data[:10])
+                self.fh.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    real_init = JsonlSink.__init__
+
+    def init(self, path):
+        real_init(self, path)
+        self.fh = FillingFile(self.fh)
+
+    monkeypatch.setattr(JsonlSink, "__init__", init)
+    rig = Rig("one", [_small_cam()])
+    pipe = Pipeline(rig, [MemorySource(96, 64, 50)], _opts(tmp_path / "o"), model=small_model)
+    with pytest.raises(OutputWriteError, match="No space left on device"):
+        pipe.run()
+    text = (tmp_path / "o/detections.jsonl").read_text()
+    assert text.endswith("\n") and [json.loads(ln)["frame"] for ln in text.splitlines()] == [0, 1]
+    assert not (tmp_path / "o/summary.tmp").exists()
+    summary = json.loads((tmp_path / "o/summary.json").read_text())
+    assert summary["errors"].get("stage_sinks") == 1 and summary["frames"] >= 2

@@ -105,8 +105,8 @@ def execute(rig, sources: list, opts, title: str = "run") -> dict:
                                 fps=f"{pipe.engine.live_stats()['fps']:.1f} fps")
 
             summary = pipe.run(progress=on_frame)
-    except (CalibrationError, SourceError, RuntimeError) as exc:
-        fail(str(exc))
+    except (CalibrationError, SourceError, RuntimeError, OSError) as exc:  # OSError: an output not writable
+        fail(str(exc).splitlines()[0])
     finally:
         for s, h in old.items():
             signal.signal(s, h)

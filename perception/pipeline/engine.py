@@ -421,7 +421,7 @@ class Engine:
                 self._consecutive += 1
                 if self._consecutive == 1 or self._consecutive >= self.max_consecutive_errors:
                     log.exception("stage '%s' failed on frame %d", stage.name, frame.index)
-                if self._consecutive >= self.max_consecutive_errors:
+                if self._consecutive >= self.max_consecutive_errors or getattr(exc, "stops_run", False):
                     self.fatal = exc
                     self.stop()
                 if getattr(stage, "essential", True):
@@ -476,6 +476,8 @@ class Engine:
                 self._run_pipelined(max_frames)
         finally:
             self.t_end = time.perf_counter()
+        if getattr(self.fatal, "stops_run", False):
+            raise self.fatal  # e.g. an output file that cannot be written: its own clear message
         if self.fatal is not None:
             raise RuntimeError(f"pipeline stopped after repeated failures: {self.fatal}") from self.fatal
 

@@ -279,6 +279,8 @@ class Pipeline:
             self.sync.stop()
             self.sync.join(2.0)
             self._finalise()
+        if isinstance(self.engine.fatal, OSError):  # an output could not be written: say so, exit non-zero
+            raise self.engine.fatal
         if self.sync.timed_out:
             why = "; ".join(c.error_message for c in self.captures if c.error_message) or "no frame"
             raise SourceError(f"no camera delivered a frame within {self.opts.first_frame_timeout:.0f} s ({why})")

@@ -90,24 +90,56 @@ class VideoSink:
             self.writer = None
 
 
+class OutputWriteError(OSError):
+    """An output file could not be written (full disk, removed folder...): the run stops cleanly."""
+
+    stops_run = True  # the engine ends the run at once instead of counting and going on
+
+
 class JsonlSink:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "w", encoding="utf-8")
+        self.fh = open(self.path, "wb")
         self.lines = 0
+        self.good_bytes = 0   # end of the last complete line
+        self.failed = False   # after a write error the run is stopping: frames still in flight are not written
 
     def write(self, frame) -> None:
-        line = json.dumps(frame_record(frame), separators=(",", ":")) + "\n"
-        self.fh.write(line)   # one write call per complete line
-        self.fh.flush()
+        if self.failed:
+            return
+        line = (json.dumps(frame_record(frame), separators=(",", ":")) + "\n").encode()
+        try:
+            self.fh.write(line)   # one write call per complete line
+            self.fh.flush()
+        except OSError as exc:
+            self.failed = True
+            self._truncate_to_complete_lines()
+            raise OutputWriteError(exc.errno, f"{self.path}: cannot write ({exc.strerror or exc}); "
+                                              f"{self.lines} complete lines kept") from None
         self.lines += 1
+        self.good_bytes += len(line)
+
+    def _truncate_to_complete_lines(self) -> None:
+        """Drop a partly written last line (the buffer is discarded, the file cut back)."""
+        try:
+            self.fh.close()
+        except OSError:
+            pass  # flushing the rest of the failed line failed again, as expected
+        try:
+            os.truncate(self.path, self.good_bytes)
+        except OSError as exc:
+            log.error("%s: could not cut back the partial last line: %s", self.path, exc)
 
     def close(self, summary: dict | None = None) -> None:
         if not self.fh.closed:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            self.fh.close()
+            try:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+                self.fh.close()
+            except OSError as exc:
+                self._truncate_to_complete_lines()
+                log.error("%s: %s; %d complete lines kept", self.path, exc, self.lines)
 
 
 class BEVImageSink:
@@ -181,5 +213,9 @@ def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # never leave a stray summary.tmp
+        raise OutputWriteError(exc.errno, f"{path}: cannot write ({exc.strerror or exc})") from None
