@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 import perception.compress  # noqa: F401  (registers the compressed model formats)
-from perception.eval.runner import EvalOptions, TorchPredictor, open_dataset, preprocess
+from perception.eval.datasets import open_dataset
+from perception.eval.predictors import TorchPredictor
+from perception.eval.runner import EvalOptions, preprocess
 from perception.nn import resolve_model
 
 

@@ -281,7 +281,8 @@ class _Oracle:
 
     def __init__(self, samples, size):
         from perception.data.classes import CLASSES
-        from perception.eval.runner import Prediction, preprocess
+        from perception.eval.predictors import Prediction
+        from perception.eval.runner import preprocess
         from perception.nn.postprocess import Detections
 
         self.classes = CLASSES
@@ -358,7 +359,8 @@ def test_onnx_backend_gives_the_torch_metrics(shared_data, tmp_path, monkeypatch
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
     import perception.deploy  # noqa: F401  (registers the onnx backend with the pipeline)
     from perception.data.readers import KittiReader
-    from perception.eval.runner import EvalOptions, evaluate, make_backend_predictor
+    from perception.eval.predictors import make_backend_predictor
+    from perception.eval.runner import EvalOptions, evaluate
     from perception.nn import create_model
 
     monkeypatch.setenv("PERCEPTION_CACHE", str(tmp_path / "cache"))
@@ -381,8 +383,9 @@ def test_eval_of_an_exported_onnx_file_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     pytest.importorskip("onnx", reason="the onnx extra is not installed")
     from perception.deploy.export import export_onnx
-    from perception.eval.runner import EvalError, EvalOptions, evaluate, make_backend_predictor, onnx_file_predictor, \
-        open_dataset
+    from perception.eval.datasets import open_dataset
+    from perception.eval.predictors import make_backend_predictor, onnx_file_predictor
+    from perception.eval.runner import EvalError, EvalOptions, evaluate
     from perception.nn import create_model
 
     torch.manual_seed(0)

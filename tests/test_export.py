@@ -155,7 +155,7 @@ def test_onnx_backend_fits_the_pipeline_interface(rep_n, tmp_path, monkeypatch):
 def test_stride4_model_exports_its_levels_and_evaluates_like_torch(tmp_path):
     """rep-s-p2 (levels 8/16/32/4): the ONNX file records its strides, and the evaluation's ONNX
     predictor decodes with them (boxes equal to the torch model's)."""
-    from perception.eval.runner import TorchPredictor, onnx_file_predictor
+    from perception.eval.predictors import TorchPredictor, onnx_file_predictor
 
     torch.manual_seed(0)
     model = randomize_bn(create_model("rep-s-p2"), seed=2).eval()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-import yaml
 
 from perception.cli.app import app, console, fail, setup_logging
 from perception.cli.run import execute, pipeline_options
@@ -38,13 +37,14 @@ def demo_command(
     setup_logging(verbose)
     from perception.geometry import CalibrationError
     from perception.pipeline.runner import build_rig
+    from perception.utils.yaml_io import YAMLInputError, load_yaml
 
     if not config.is_file():
         fail(f"{config}: demo config not found")
     try:
-        cfg = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError as exc:
-        fail(f"{config}: not valid YAML ({str(exc).splitlines()[0]})")
+        cfg = load_yaml(config) or {}
+    except YAMLInputError as exc:
+        fail(str(exc))
     rig_path = (config.parent / cfg.get("rig", "../data/sample_drive/rig.yaml")).resolve()
     if not rig_path.is_file():
         fail(f"{rig_path} not found: the sample drive is rendered by `perception synth` into data/sample_drive/")

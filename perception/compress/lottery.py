@@ -34,6 +34,7 @@ from torch import nn
 from perception.compress.common import FitConfig, Hooks, ProxyData, describe, evaluate, fit, fused, write_report
 from perception.nn.checkpoint import save_checkpoint
 from perception.nn.model import PerceptionNet
+from perception.utils.safe_load import load_state
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _load_state(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     path = out / STATE_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_state(path)  # tensors and plain data only: never runs code from the file
     if state["settings"] != settings:
         raise ValueError(f"{path} was written with other settings ({state['settings']}); use another --out "
                          "or delete it to start over")

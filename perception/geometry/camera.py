@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from perception.geometry.transforms import invert_transform, transform_points
+from perception.utils.yaml_io import YAMLInputError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +330,9 @@ class Rig:
         if not path.is_file():
             raise CalibrationError(f"{path}: calibration file not found")
         try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            data = load_yaml(path)
+        except YAMLInputError as exc:
+            raise CalibrationError(str(exc)) from None
         single_camera_keys = {"K", "width", "height", "dist", "T_ego_cam"}
         if isinstance(data, dict) and "cameras" not in data and single_camera_keys & set(data):
             # a single-camera file: let Camera.from_dict name the missing field ('K', 'width', ...)

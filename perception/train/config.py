@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from perception.train.data import AugmentConfig
 from perception.train.losses import LossWeights
+from perception.utils.yaml_io import load_yaml
 
 
 @dataclass
@@ -82,10 +81,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml(path)  # YAMLInputError (a ValueError) naming the file and line
         return cls.from_dict(data, str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The training loop (nanoGPT-style: one readable function, no framework).
+"""The training loop (nanoGPT-style: a readable loop over a few named steps, no framework).
 
 Trains the multi-branch (train) form with AdamW, warm-up + cosine learning rate, EMA weights,
 gradient clipping and mixed precision (bf16 on CPU and GPU, fp16 on GPU), saves a resumable
@@ -20,8 +20,9 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from perception.train.distill import DistillConfig, distill_wrapper
 from perception.train.losses import SELFSUP_DEFAULT, PerceptionLoss
 from perception.train.selfsup import PoseNet, triplet_loss
 from perception.train.sources import resolve_data, resolve_video
+from perception.utils.safe_load import load_state
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +198,57 @@ def _distill_wrapper(settings: DistillSettings, device: torch.device
                                                   w_feat=settings.w_feat, w_depth=settings.w_depth))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
-          stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None,
-          criterion_wrapper: Callable[[PerceptionLoss, PerceptionNet], Any] | None = None) -> Path:
-    """Run (or resume) a training run; returns the output folder.
+@dataclass
+class _Run:
+    """One training run: what the steps share, and the state a checkpoint saves (the weights, the
+    EMA, the optimizer, the optional pose network and the position ``step`` / ``epoch`` / ``pos``,
+    the batch within the epoch)."""
 
-    ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
-    is how tests check that a resumed run equals an uninterrupted one. ``criterion_wrapper``
-    (optional) wraps the loss, e.g. with a distillation teacher
-    (:func:`perception.train.distill.distill_wrapper`); same call signature as the loss.
-    """
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    model: PerceptionNet
+    ema: ModelEMA
+    opt: torch.optim.Optimizer
+    criterion: Any
+    use_video: bool = False
+    ss_weight: float = 0.0
+    pose_net: PoseNet | None = None
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0
+    # set once the data is ready (:func:`_build_data`)
+    ddp_model: torch.nn.Module | None = None
+    ddp_pose: torch.nn.Module | None = None
+    anchors: torch.Tensor | None = None
+    strides: torch.Tensor | None = None
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ss_iter: Iterator[dict[str, torch.Tensor]] | None = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "last.ckpt"
+
+    def save(self) -> None:
+        """``last.ckpt`` (resumable) and the EMA model file; rank 0 only."""
+        if self.rank != 0:
+            return
+        state = {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
+                 "optimizer": self.opt.state_dict(), "step": self.step, "epoch": self.epoch, "pos": self.pos,
+                 "rng": _rng_state(), "config": self.cfg.to_dict()}
+        if self.pose_net is not None:  # training state only: the shipped files below hold the model alone
+            state["pose_net"] = self.pose_net.state_dict()
+        _atomic_torch_save(state, self.ckpt_path)
+        # the train form only: the deploy form is derived from it on load (reparameterize_model)
+        save_checkpoint(self.ema.module, self.out / f"{self.cfg.model}.safetensors", extra={"step": str(self.step)})
+        log.info("checkpoint at step %d -> %s", self.step, self.out)
+
+
+def _setup(cfg: TrainConfig) -> tuple[int, int, torch.device, Path]:
+    """(rank, world size, device, output folder) of this process; seeds the global RNGs."""
     rank, world = _distributed()
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
@@ -215,11 +258,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         raise ValueError("amp: fp16 needs a GPU; use bf16 on the CPU")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "last.ckpt"
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
+    return rank, world, device, out
 
+
+def _build_model(cfg: TrainConfig, rank: int, world: int, device: torch.device, out: Path,
+                 criterion_wrapper: Callable[[PerceptionLoss, PerceptionNet], Any] | None) -> _Run:
+    """The model (fresh or from ``cfg.init``), its EMA, the optimizer, the loss (wrapped for
+    distillation) and, with ``video:`` data, the pose network. The order of the random draws
+    is part of exact resume: do not reorder."""
     model: PerceptionNet = create_model(cfg.model)
     if cfg.init:
         init = load_checkpoint(cfg.init)
@@ -236,7 +285,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         criterion_wrapper = _distill_wrapper(cfg.distill, device)
     if criterion_wrapper is not None:
         criterion = criterion_wrapper(criterion, model)
-    step, epoch, pos = 0, 0, 0
     use_video = any(spec.startswith("video:") for spec in cfg.data)
     ss_weight = (SELFSUP_DEFAULT if use_video else 0.0) if cfg.loss.selfsup is None else float(cfg.loss.selfsup)
     pose_net: PoseNet | None = None
@@ -253,30 +301,42 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         log.info("self-supervised depth on video: weight %g, %d triplets per step", ss_weight, cfg.selfsup_batch)
     elif use_video:
         log.warning("loss.selfsup is 0: the video: data specs are not used")
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config"]["model"] != cfg.model:
-            raise ValueError(f"{ckpt_path}: checkpoint is for {state['config']['model']}, config says {cfg.model}")
-        model.load_state_dict(state["model"])
-        if pose_net is not None:
-            if "pose_net" not in state:
-                raise ValueError(f"{ckpt_path}: checkpoint was trained without video data; cannot resume with video:")
-            pose_net.load_state_dict(state["pose_net"])
-        ema.module.load_state_dict(state["ema"])
-        ema.updates = state["ema_updates"]
-        opt.load_state_dict(state["optimizer"])
-        step, epoch, pos = state["step"], state["epoch"], state["pos"]
-        _set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, pos)
-    elif resume:
+    return _Run(cfg, out, device, rank, world, model, ema, opt, criterion, use_video=use_video, ss_weight=ss_weight,
+                pose_net=pose_net)
+
+
+def _resume(run: _Run) -> None:
+    """Load ``last.ckpt`` into the run: weights, EMA, optimizer, position in the data and RNGs."""
+    ckpt_path, cfg = run.ckpt_path, run.cfg
+    if not ckpt_path.is_file():
         log.warning("--resume given but %s does not exist: starting from scratch", ckpt_path)
-    ddp_model: torch.nn.Module = model
-    ddp_pose: torch.nn.Module | None = pose_net
+        return
+    state = load_state(ckpt_path, map_location=run.device)  # tensors and plain data only: never runs code
+    if state["config"]["model"] != cfg.model:
+        raise ValueError(f"{ckpt_path}: checkpoint is for {state['config']['model']}, config says {cfg.model}")
+    run.model.load_state_dict(state["model"])
+    if run.pose_net is not None:
+        if "pose_net" not in state:
+            raise ValueError(f"{ckpt_path}: checkpoint was trained without video data; cannot resume with video:")
+        run.pose_net.load_state_dict(state["pose_net"])
+    run.ema.module.load_state_dict(state["ema"])
+    run.ema.updates = state["ema_updates"]
+    run.opt.load_state_dict(state["optimizer"])
+    run.step, run.epoch, run.pos = state["step"], state["epoch"], state["pos"]
+    _set_rng_state(state["rng"])
+    log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, run.step, run.epoch, run.pos)
+
+
+def _build_data(run: _Run, data_progress: Callable[[int, int], None] | None) -> CameraDataset:
+    """Wrap the models for DDP, resolve the data specs, and set the run's anchors, mixed precision
+    and video-triplet iterator; returns the labelled camera dataset."""
+    cfg, rank, world, device, pose_net = run.cfg, run.rank, run.world, run.device, run.pose_net
+    run.ddp_model, run.ddp_pose = run.model, pose_net
     if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                              else None)
+        run.ddp_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
         if pose_net is not None:
-            ddp_pose = torch.nn.parallel.DistributedDataParallel(
+            run.ddp_pose = torch.nn.parallel.DistributedDataParallel(
                 pose_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     # synthetic specs are rendered into a cache by rank 0 first; the other ranks wait
@@ -286,131 +346,163 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, 
         dist.barrier()
         if pose_net is not None and rank != 0:
             videos = resolve_video(cfg.data, cfg.size, render=False)
-    if use_video and not data:
+    if run.use_video and not data:
         raise ValueError(f"{cfg.data}: video: specs only add a self-supervised loss; give labelled data "
                          "(a sample folder, synth: or teacher: spec) as well")
     dataset = CameraDataset(ConcatSource(data), cfg.size, cfg.augment, cfg.seed)
     if len(dataset) < cfg.batch * world:
         raise ValueError(f"{cfg.data}: {len(dataset)} camera images, fewer than one batch of {cfg.batch * world}")
-    anchors, strides = model.anchors(*cfg.size, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-    ss_iter = None
+    run.anchors, run.strides = run.model.anchors(*cfg.size, device)
+    run.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    run.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     if pose_net is not None:
         video_set = VideoTripletDataset(videos, cfg.size, cfg.augment, cfg.seed)
         n_triplets = len(video_set)
         selfsup_batches(n_triplets, cfg.selfsup_batch, cfg.seed, 0, rank, world)  # clear error if too few
         ss_sampler = (selfsup_batches(n_triplets, cfg.selfsup_batch, cfg.seed, s, rank, world)
-                      for s in range(step, cfg.steps))
+                      for s in range(run.step, cfg.steps))
         # its own generator: creating this loader must not draw from the global RNG
-        ss_iter = iter(torch.utils.data.DataLoader(video_set, batch_sampler=ss_sampler, collate_fn=collate_triplets,
-                                                   num_workers=cfg.workers, generator=torch.Generator()))
+        run.ss_iter = iter(torch.utils.data.DataLoader(video_set, batch_sampler=ss_sampler,
+                                                       collate_fn=collate_triplets, num_workers=cfg.workers,
+                                                       generator=torch.Generator()))
+    return dataset
 
-    def save() -> None:
-        if rank != 0:
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor, dict[str, Any]]:
+    """One optimizer step on ``batch`` (plus a video-triplet batch with self-supervision):
+    (learning rate, loss, loss parts). Advances ``step`` and ``pos`` and the EMA."""
+    cfg, device, model, pose_net, opt, scaler = run.cfg, run.device, run.model, run.pose_net, run.opt, run.scaler
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    lr = cfg.lr * lr_factor(run.step, cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    ss = None
+    if run.ss_iter is not None:
+        ss = {k: v.to(device, non_blocking=True) for k, v in next(run.ss_iter).items()}
+        target, n = ss["frames_aug"][:, 1], batch["images"].shape[0]
+    amp_dtype = run.amp_dtype
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        if ss is None:
+            outputs = run.ddp_model(batch["images"], batch["K"])
+        else:
+            # one forward for labelled images and video targets: BatchNorm sees both
+            # domains in one batch, and DDP gets the single forward it expects
+            both = run.ddp_model(torch.cat([batch["images"], target]), torch.cat([batch["K"], ss["K"]]))
+            outputs = {"depth": both["depth"][:n], "det": both["det"][:n]}
+            poses = run.ddp_pose(torch.cat([target, target]),
+                                 torch.cat([ss["frames_aug"][:, 0], ss["frames_aug"][:, 2]]))
+    loss, parts = run.criterion(outputs, run.anchors, run.strides, batch)
+    if ss is not None:
+        # tie-breaking noise from a generator seeded by the step: exact on resume
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000003 + run.step)
+        ss_loss, ss_parts = triplet_loss(ss, both["depth"][n:], poses, gen)
+        loss = loss + run.ss_weight * ss_loss
+        parts.update(ss_parts)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {run.step}: {parts}")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    if pose_net is not None:
+        torch.nn.utils.clip_grad_norm_(pose_net.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    run.ema.update(model)
+    run.step, run.pos = run.step + 1, run.pos + 1
+    return lr, loss, parts
+
+
+class _TrainLog:
+    """``log.csv``, TensorBoard and the ``progress`` callback (rank 0), every ``cfg.log_every`` steps."""
+
+    def __init__(self, run: _Run, resume: bool, progress: Callable[[dict[str, Any]], None] | None) -> None:
+        cfg, out, rank, step = run.cfg, run.out, run.rank, run.step
+        self.rank, self.world, self.progress = rank, run.world, progress
+        csv_path = out / "log.csv"
+        if rank == 0:
+            _trim_log(csv_path, step)
+        self.csv_file = open(csv_path, "a", newline="") if rank == 0 else None
+        self.writer: csv.writer | None = csv.writer(self.csv_file) if self.csv_file else None
+        self.columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset",
+                        "depth", "depth_grad"] + (list(SELFSUP_COLUMNS) if run.pose_net is not None else []) + \
+            (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + ["img_per_s"]
+        if self.writer and csv_path.stat().st_size == 0:
+            self.writer.writerow(self.columns + ["time"])
+        self.tb = _tensorboard(out, purge_step=step + 1 if resume else None) if rank == 0 else None
+        if rank == 0:
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.t_log, self.n_img = time.monotonic(), 0
+
+    def after_step(self, run: _Run, images: int, lr: float, loss: torch.Tensor, parts: dict[str, Any]) -> None:
+        """Count the step's ``images`` (this process's batch) and log a row when it is due."""
+        step = run.step
+        self.n_img += images * self.world
+        if not (step % run.cfg.log_every == 0 or step == run.cfg.steps):
             return
-        state = {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
-                 "optimizer": opt.state_dict(), "step": step, "epoch": epoch, "pos": pos,
-                 "rng": _rng_state(), "config": cfg.to_dict()}
-        if pose_net is not None:  # training state only: the shipped files below hold the model alone
-            state["pose_net"] = pose_net.state_dict()
-        _atomic_torch_save(state, ckpt_path)
-        # the train form only: the deploy form is derived from it on load (reparameterize_model)
-        save_checkpoint(ema.module, out / f"{cfg.model}.safetensors", extra={"step": str(step)})
-        log.info("checkpoint at step %d -> %s", step, out)
+        dt = time.monotonic() - self.t_log
+        row = {"step": step, "epoch": run.epoch, "lr": lr, "loss": float(loss.detach()), **parts,
+               "img_per_s": self.n_img / max(dt, 1e-9)}
+        self.t_log, self.n_img = time.monotonic(), 0
+        if self.writer:
+            self.writer.writerow([row.get(k, "") for k in self.columns] + [time.time()])
+            self.csv_file.flush()
+        if self.tb:
+            for k, v in row.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+        if self.progress and self.rank == 0:
+            self.progress(row)
 
-    csv_path = out / "log.csv"
-    if rank == 0:
-        _trim_log(csv_path, step)
-    csv_file = open(csv_path, "a", newline="") if rank == 0 else None
-    writer: csv.writer | None = csv.writer(csv_file) if csv_file else None
-    columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset", "depth",
-               "depth_grad"] + (list(SELFSUP_COLUMNS) if pose_net is not None else []) + \
-        (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + ["img_per_s"]
-    if writer and csv_path.stat().st_size == 0:
-        writer.writerow(columns + ["time"])
-    tb = _tensorboard(out, purge_step=step + 1 if resume else None) if rank == 0 else None
-    if rank == 0:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    def close(self) -> None:
+        if self.csv_file:
+            self.csv_file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
+          stop_after: int | None = None, data_progress: Callable[[int, int], None] | None = None,
+          criterion_wrapper: Callable[[PerceptionLoss, PerceptionNet], Any] | None = None) -> Path:
+    """Run (or resume) a training run; returns the output folder.
+
+    ``stop_after`` ends the run after that many steps of *this call* (with a checkpoint), which
+    is how tests check that a resumed run equals an uninterrupted one. ``criterion_wrapper``
+    (optional) wraps the loss, e.g. with a distillation teacher
+    (:func:`perception.train.distill.distill_wrapper`); same call signature as the loss.
+    """
+    rank, world, device, out = _setup(cfg)
+    run = _build_model(cfg, rank, world, device, out, criterion_wrapper)
+    if resume:
+        _resume(run)
+    dataset = _build_data(run, data_progress)
+    train_log = _TrainLog(run, resume, progress)
 
     last_ckpt = time.monotonic()
-    t_log, n_img = time.monotonic(), 0
     steps_this_call = 0
     try:
-        while step < cfg.steps:
-            dataset.set_epoch(epoch)
-            batches = epoch_batches(len(dataset), cfg.batch, cfg.seed, epoch, rank, world)
-            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[pos:], collate_fn=collate,
+        while run.step < cfg.steps:
+            dataset.set_epoch(run.epoch)
+            batches = epoch_batches(len(dataset), cfg.batch, cfg.seed, run.epoch, rank, world)
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[run.pos:], collate_fn=collate,
                                                  num_workers=cfg.workers, persistent_workers=False)
             for batch in loader:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                lr = cfg.lr * lr_factor(step, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                ss = None
-                if ss_iter is not None:
-                    ss = {k: v.to(device, non_blocking=True) for k, v in next(ss_iter).items()}
-                    target, n = ss["frames_aug"][:, 1], batch["images"].shape[0]
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if ss is None:
-                        outputs = ddp_model(batch["images"], batch["K"])
-                    else:
-                        # one forward for labelled images and video targets: BatchNorm sees both
-                        # domains in one batch, and DDP gets the single forward it expects
-                        both = ddp_model(torch.cat([batch["images"], target]), torch.cat([batch["K"], ss["K"]]))
-                        outputs = {"depth": both["depth"][:n], "det": both["det"][:n]}
-                        poses = ddp_pose(torch.cat([target, target]),
-                                         torch.cat([ss["frames_aug"][:, 0], ss["frames_aug"][:, 2]]))
-                loss, parts = criterion(outputs, anchors, strides, batch)
-                if ss is not None:
-                    # tie-breaking noise from a generator seeded by the step: exact on resume
-                    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000003 + step)
-                    ss_loss, ss_parts = triplet_loss(ss, both["depth"][n:], poses, gen)
-                    loss = loss + ss_weight * ss_loss
-                    parts.update(ss_parts)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}: {parts}")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if pose_net is not None:
-                    torch.nn.utils.clip_grad_norm_(pose_net.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                ema.update(model)
-                step, pos, steps_this_call = step + 1, pos + 1, steps_this_call + 1
-                n_img += batch["images"].shape[0] * world
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    dt = time.monotonic() - t_log
-                    row = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), **parts,
-                           "img_per_s": n_img / max(dt, 1e-9)}
-                    t_log, n_img = time.monotonic(), 0
-                    if writer:
-                        writer.writerow([row.get(k, "") for k in columns] + [time.time()])
-                        csv_file.flush()
-                    if tb:
-                        for k, v in row.items():
-                            tb.add_scalar(f"train/{k}", v, step)
-                    if progress and rank == 0:
-                        progress(row)
+                lr, loss, parts = _train_step(run, batch)
+                steps_this_call += 1
+                train_log.after_step(run, batch["images"].shape[0], lr, loss, parts)
                 if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
-                    save()
+                    run.save()
                     last_ckpt = time.monotonic()
-                if step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after):
+                if run.step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after):
                     break
             else:
-                epoch, pos = epoch + 1, 0
+                run.epoch, run.pos = run.epoch + 1, 0
                 continue
-            if step < cfg.steps and pos >= len(batches):
-                epoch, pos = epoch + 1, 0
+            if run.step < cfg.steps and run.pos >= len(batches):
+                run.epoch, run.pos = run.epoch + 1, 0
             break
     finally:
-        if csv_file:
-            csv_file.close()
-        if tb:
-            tb.close()
-    save()
+        train_log.close()
+    run.save()
     if world > 1:
         dist.barrier()
     return out

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +37,7 @@ from perception.data.readers.common import DataError, class_index, read_image, r
 from perception.data.sample import Boxes2D, Boxes3D, Sample
 from perception.geometry.camera import CalibrationError, Camera
 from perception.geometry.lidar import lidar_depth_map
+from perception.utils.safe_load import load_data_pickle
 from perception.geometry.transforms import (invert_transform, make_transform, orthonormalize,
                                             quaternion_to_matrix, transform_points)
 
@@ -168,13 +168,10 @@ class NuScenesInfoReader(_Base):
                 raise DataError(f"{self.root}: expected exactly one .pkl info file, found {len(pkls)}; pass info_file")
             info_file = pkls[0]
         self.info_file = Path(info_file)
-        try:
-            with open(self.info_file, "rb") as fh:
-                info = pickle.load(fh)  # noqa: S301 - a local dataset file the user pointed at
+        try:  # plain data and numpy arrays only: a planted pickle must not run code
+            info = load_data_pickle(self.info_file)
         except FileNotFoundError:
             raise DataError(f"{self.info_file}: info file not found") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as exc:
-            raise DataError(f"{self.info_file}: not a readable info pickle ({type(exc).__name__}: {exc})") from None
         if not isinstance(info, dict) or "data_list" not in info:
             raise DataError(f"{self.info_file}: not an mmdetection3d 1.x info file (no 'data_list')")
         self.data_list = info["data_list"]
