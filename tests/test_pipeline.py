@@ -851,3 +851,29 @@ def test_full_disk_stops_cleanly_keeping_complete_lines(tmp_path, small_model, m
     assert not (tmp_path / "o/summary.tmp").exists()
     summary = json.loads((tmp_path / "o/summary.json").read_text())
     assert summary["errors"].get("stage_sinks") == 1 and summary["frames"] >= 2
+
+
+def test_video_stops_while_it_can_still_be_finalised_on_a_full_disk(tmp_path, small_model, monkeypatch):
+    import shutil as shutil_mod
+
+    from perception.pipeline import sinks
+    from perception.pipeline.sinks import OutputWriteError
+
+    real = shutil_mod.disk_usage
+    state = {"calls": 0}
+
+    def filling(path):
+        state["calls"] += 1
+        usage = real(path)
+        return usage._replace(free=0) if state["calls"] > 1 else usage  # full from the 11th frame on
+
+    monkeypatch.setattr(sinks.shutil, "disk_usage", filling)
+    rig = Rig("one", [_small_cam()])
+    with pytest.raises(OutputWriteError, match="disk almost full"):
+        Pipeline(rig, [MemorySource(96, 64, 40)], _opts(tmp_path / "o"), model=small_model).run()
+    cap = cv2.VideoCapture(str(tmp_path / "o/video.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 10  # a playable video of the frames written before the stop
+    assert len((tmp_path / "o/detections.jsonl").read_text().splitlines()) >= 10

@@ -14,9 +14,11 @@ Boxes in ``detections.jsonl`` are in pixels of the source image (the camera's na
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +26,8 @@ import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+MIN_FREE_BYTES = 32 * 2**20  # room the video writer needs to finalise its file
 
 __all__ = ["VideoSink", "JsonlSink", "BEVImageSink", "WindowSink", "ServerSink", "frame_record", "write_summary",
            "gui_available", "SUMMARY_KEYS"]
@@ -64,7 +68,17 @@ class VideoSink:
         self.last: np.ndarray | None = None
         self.frames = 0
 
+    def _check_space(self) -> None:
+        """OpenCV's writer reports no write errors: stop while there is still room to finalise
+        the mp4 (its index is written at the end) instead of leaving an unplayable file."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < MIN_FREE_BYTES:
+            raise OutputWriteError(errno.ENOSPC, f"{self.path.parent}: disk almost full ({free / 2**20:.0f} MB free); "
+                                                 "stopping so that the video can be finalised")
+
     def write(self, frame) -> None:
+        if self.frames % 10 == 0:
+            self._check_space()
         img = frame.canvas
         if img is None:  # rendering failed on this frame: repeat the last picture, so that the
             if self.writer is None or self.last is None:  # video keeps one frame per JSONL line
