@@ -877,3 +877,35 @@ def test_video_stops_while_it_can_still_be_finalised_on_a_full_disk(tmp_path, sm
         n += 1
     assert n == 10  # a playable video of the frames written before the stop
     assert len((tmp_path / "o/detections.jsonl").read_text().splitlines()) >= 10
+
+
+def test_mjpeg_server_serves_fifty_clients_on_loopback():
+    """A bounded load test: 50 concurrent clients (stats, frame, a short stream read) on 127.0.0.1."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = MJPEGServer(0)
+    img = np.zeros((48, 64, 3), np.uint8)
+    srv.update(img, {"frames": 1})
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            srv.update(img)
+            time.sleep(0.02)
+
+    def client(i: int) -> bool:
+        if i % 3 == 0:
+            with urllib.request.urlopen(srv.url + "stream.mjpg", timeout=10) as r:
+                return r.read(64).startswith(b"--perceptionframe")
+        return _get(srv.url + ("stats.json" if i % 3 == 1 else "frame.jpg"), timeout=10)[0] == 200
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(client, range(50), timeout=60))
+    finally:
+        stop.set()
+        feeder.join(5)
+        srv.close()
+    assert all(results) and len(results) == 50
