@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +162,13 @@ def test_tensorboard_curves_survive_a_resume(tmp_path):
     cfg = _cfg(tmp_path, data)
     rows = []
     train(cfg, stop_after=4, progress=rows.append)
+    # TensorBoard orders event files by name: the epoch second first, then a per-process counter
+    # compared as text (".10" < ".9"), so files written in the same second can be read out of order
+    time.sleep(1.1)
     # steps logged after the checkpoint, then killed: the resume must hide them
     with SummaryWriter(str(tmp_path / "run" / "tb")) as w:
         w.add_scalar("train/loss", 1e6, 5)
+    time.sleep(1.1)
     train(cfg, resume=True, progress=rows.append)
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
     acc.Reload()

@@ -1,0 +1,175 @@
+"""Static scenery of a synthetic episode: buildings, vegetation, poles, signs and barriers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from perception.data.synth import assets
+from perception.data.synth.assets import Asset
+from perception.data.synth.primitives import SEM, concat_prims, prims_to_world
+from perception.data.synth.road import RoadLayout
+
+
+@dataclass
+class StaticScene:
+    """Static primitives in world coordinates (built once per world)."""
+
+    kind: np.ndarray
+    center: np.ndarray
+    half: np.ndarray
+    R: np.ndarray                      # world -> primitive rotation
+    mat: np.ndarray
+    color: np.ndarray
+    sem: np.ndarray
+    tag: np.ndarray                    # per-primitive random number for textures
+
+
+def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float
+                ) -> tuple[StaticScene, list[np.ndarray]]:
+    """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
+    barriers along ``lay``; returns them with the street-lamp light positions."""
+    parts: list[dict[str, np.ndarray]] = []
+    lamp_lights: list[np.ndarray] = []
+    scen = scenery
+    outer = lay.outer
+
+    def free(points: np.ndarray, margin: float) -> bool:
+        """True when all points are at least ``margin`` beyond every road's sidewalk."""
+        x = torch.as_tensor(points[:, 0], dtype=torch.float64)
+        y = torch.as_tensor(points[:, 1], dtype=torch.float64)
+        surf = lay.surface(x, y)
+        return bool((surf["dc"] >= lay.curb + lay.sidewalk + margin).all())
+
+    def add(asset: Asset, x: float, y: float, yaw: float, sem: int, check: float | None = None) -> bool:
+        w = prims_to_world(asset, x, y, yaw)
+        if check is not None:
+            # footprint corners of every primitive's bounding box
+            pts = []
+            for c, h, Rt in zip(w["center"], w["half"], w["R"]):
+                for sx in (-1, 1):
+                    for sy in (-1, 1):
+                        pts.append(c + Rt.T @ np.array([sx * h[0], sy * h[1], 0.0]))
+            if not free(np.array(pts), check):
+                return False
+        n = len(asset)
+        w["sem"] = np.full(n, sem)
+        w["tag"] = np.full(n, rng.random())
+        parts.append(w)
+        return True
+
+    total = lay.length
+    # buildings / houses along both sides
+    if scen != "rural":
+        for side in (-1, 1):
+            s = float(rng.uniform(0, 10))
+            while s < total:
+                if scen == "urban":
+                    l, w, h = rng.uniform(10, 30), rng.uniform(10, 20), rng.uniform(8, 35)
+                    setback = rng.uniform(0.0, 2.0)
+                    gap = rng.uniform(0.0, 6.0) if rng.random() < 0.7 else rng.uniform(8, 20)
+                    gable = False
+                else:
+                    l, w, h = rng.uniform(8, 14), rng.uniform(8, 12), rng.uniform(3.5, 7)
+                    setback = rng.uniform(4.0, 12.0)
+                    gap = rng.uniform(6.0, 18.0)
+                    gable = rng.random() < 0.75
+                sc = s + l / 2
+                dd = side * (outer + setback + w / 2)
+                x, y, hd = lay.pose(np.array([sc]), dd)
+                add(assets.building(rng, l, w, h, gable), float(x[0]), float(y[0]), float(hd[0]), SEM["building"],
+                    check=0.5)
+                if scen == "suburban" and rng.random() < 0.5:   # front-garden hedge / wall
+                    hl = l * rng.uniform(0.6, 1.0)
+                    hx, hy, hh = lay.pose(np.array([sc]), side * (outer + 0.6))
+                    a = assets.hedge(rng, hl) if rng.random() < 0.6 else assets.wall(rng, hl)
+                    add(a, float(hx[0]), float(hy[0]), float(hh[0]),
+                        SEM["vegetation"] if a.mat[0] == assets.HEDGE else SEM["building"], check=0.0)
+                s += l + gap
+    # trees
+    spacing = {"urban": 18.0, "suburban": 11.0, "rural": 8.0}[scen]
+    for side in (-1, 1):
+        s = float(rng.uniform(0, spacing))
+        while s < total:
+            if scen == "rural":
+                dd = side * (outer + rng.uniform(1.0, 25.0))
+                scale = rng.uniform(1.0, 1.8)
+            else:
+                dd = side * (lay.half_width + lay.curb + lay.sidewalk - 0.8)
+                scale = rng.uniform(0.8, 1.2)
+            x, y, _ = lay.pose(np.array([s]), dd)
+            tpts = np.array([[x[0], y[0]]])
+            surf = lay.surface(torch.as_tensor(tpts[:, 0]), torch.as_tensor(tpts[:, 1]))
+            if float(surf["dc"][0]) > lay.curb + 0.5:
+                add(assets.tree(rng, scale), float(x[0]), float(y[0]), 0.0, SEM["vegetation"])
+            s += spacing * rng.uniform(0.6, 1.6)
+    # street lamps (both sides, staggered) and signs
+    lamp_sp = rng.uniform(25, 40)
+    for side in (-1, 1):
+        s = float(rng.uniform(0, lamp_sp))
+        while s < total:
+            dd = side * (lay.half_width + lay.curb + 0.4)
+            x, y, hd = lay.pose(np.array([s]), dd)
+            arm = rng.uniform(1.0, 2.5)
+            surf = lay.surface(torch.as_tensor(x), torch.as_tensor(y))
+            if float(surf["dc"][0]) > lay.curb:
+                a = assets.street_lamp(rng, -side * arm)
+                add(a, float(x[0]), float(y[0]), float(hd[0]), SEM["pole"])
+                lx, ly, _ = lay.pose(np.array([s]), dd - side * (arm - 0.25))
+                lamp_lights.append(np.array([lx[0], ly[0], a.center[2][2]]))
+            if rng.random() < 0.3:
+                ss = s + rng.uniform(5, 15)
+                x2, y2, h2 = lay.pose(np.array([ss]), side * (lay.half_width + lay.curb + 0.5))
+                add(assets.sign_post(rng), float(x2[0]), float(y2[0]),
+                    float(h2[0]) + (math.pi if side > 0 else 0.0), SEM["pole"])
+            s += lamp_sp
+    # traffic lights at the corners of intersections
+    for c in lay.crossings:
+        for sx, sy in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
+            if not c.both_sides and sy < 0:
+                continue
+            dd = sy * (lay.half_width + lay.curb + 0.5)
+            sm = c.s_main + sx * (c.half_width + lay.curb + 0.5)
+            x, y, hd = lay.pose(np.array([sm]), dd)
+            add(assets.traffic_light(rng), float(x[0]), float(y[0]),
+                float(hd[0]) + (math.pi if sx > 0 else 0.0), SEM["pole"])
+    parts += roadside_barriers(seed, lay, scen, barriers)
+    keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
+    cat = concat_prims(parts, keys)
+    return StaticScene(**cat), lamp_lights
+
+
+def roadside_barriers(seed: int, lay: RoadLayout, scenery: str, barriers: float) -> list[dict[str, np.ndarray]]:
+    """Concrete barriers or guard rails just beyond the curb (``WorldConfig.barriers``), in
+    segments of 6 m that follow the curves, broken at cross roads. Highways and rural roads
+    have them; without them the detector took a real concrete median for a car."""
+    p = barriers * {"rural": 1.0, "suburban": 0.35, "urban": 0.15}[scenery]
+    if p <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBA55]))   # not the world's main stream
+    parts = []
+    seg = 6.0
+    for side in (-1, 1):
+        if rng.random() >= p:
+            continue
+        concrete = rng.random() < 0.55
+        look = dict(hgt=rng.uniform(0.8, 1.05), grey=rng.uniform(0.5, 0.8)) if concrete else \
+            dict(top=rng.uniform(0.55, 0.8), grey=rng.uniform(0.75, 1.15))
+        dd = side * (lay.half_width + lay.curb + (0.35 if concrete else 0.25))
+        s = float(rng.uniform(0, 20))
+        end = lay.length - float(rng.uniform(0, 20))
+        while s + seg < end:
+            sc = s + seg / 2
+            if not any(abs(c.s_main - sc) < c.half_width + lay.curb + lay.sidewalk + seg for c in lay.crossings):
+                x, y, hd = lay.pose(np.array([sc]), dd)
+                a = assets.jersey_barrier(rng, seg + 0.02, **look) if concrete else \
+                    assets.guard_rail(rng, seg + 0.02, **look)
+                w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + (math.pi if side > 0 else 0.0))
+                w["sem"] = np.full(len(a), SEM["building"])
+                w["tag"] = np.full(len(a), rng.random())
+                parts.append(w)
+            s += seg
+    return parts
