@@ -137,7 +137,8 @@ def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_
     from perception.pipeline.sources import SourceError, SynthSource, source_kind
     from perception.utils.image_io import DataError
 
-    if calib is None and source_kind(source) == "synth":
+    kind = source_kind(source)
+    if calib is None and kind == "synth":
         try:
             cam = SynthSource(source).camera_model
         except SourceError as exc:
@@ -145,7 +146,7 @@ def single_camera_rig(source: str, calib: Path | None, camera: str | None, auto_
         return Rig("synth", [cam])
     try:
         frame_size = None
-        if calib is None and source_kind(source) not in ("video", "images"):
+        if calib is None and kind not in ("video", "images"):
             frame_size = probe_size(source)  # a live source: its first frame's size
         cam = camera_for_source(source, calib, auto_mount, camera=camera, frame_size=frame_size)
     except (CalibrationError, DataError, SourceError) as exc:

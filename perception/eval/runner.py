@@ -73,10 +73,8 @@ def preprocess(sample: Sample, cam_index: int, size: tuple[int, int], dense_dept
         sample = dataclasses.replace(sample, extras={**sample.extras, "depth_dense": dense_depth})
     item = make_item(sample, cam_index, size, rng=None)
     H0, W0 = sample.images[cam_index].shape[:2]
-    plan = plan_resize(W0, H0, size)
-    cam = sample.cameras[cam_index]
-    net_cam = plan.camera(cam if cam.size == (W0, H0) else cam.scaled(W0, H0))
-    return Preprocessed(item["image"], net_cam, item["depth"], plan)
+    plan = plan_resize(W0, H0, size)  # make_item's plan without augmentation (arithmetic only)
+    return Preprocessed(item["image"], plan.camera(sample.cameras[cam_index]), item["depth"], plan)
 
 # ---------------------------------------------------------------------------- evaluation
 @dataclass

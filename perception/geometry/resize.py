@@ -77,7 +77,10 @@ class FrameResize:
         return max(0, w) * max(0, h) / float(self.scaled_w * self.scaled_h)
 
     def camera(self, camera: Camera) -> Camera:
-        """The network-input camera (``K`` scaled, principal point shifted by the window)."""
+        """The network-input camera (``K`` scaled, principal point shifted by the window). A
+        ``camera`` calibrated at another size than the source frame is first scaled to it."""
+        if camera.size != (self.src_w, self.src_h):
+            camera = camera.scaled(self.src_w, self.src_h)
         return camera.scaled(self.scaled_w, self.scaled_h).cropped(self.x0, self.y0, self.width, self.height)
 
     def affine(self) -> np.ndarray:
@@ -143,7 +146,5 @@ def resize_frame_and_K(image: np.ndarray, camera: Camera, size: tuple[int, int],
     """``image`` (of ``camera``'s size; ``camera`` is rescaled first if the image size differs)
     resized to the network size ``(H, W)``: ``(network image, network camera, resize plan)``."""
     h0, w0 = image.shape[:2]
-    if (w0, h0) != camera.size:
-        camera = camera.scaled(w0, h0)
     plan = plan_resize(w0, h0, size, scale=scale, offset=offset)
     return plan.apply(image), plan.camera(camera), plan

@@ -137,8 +137,6 @@ class Preprocess:
                 if t.shape[-2:] != (plan.scaled_h, plan.scaled_w):
                     t = F.interpolate(t, size=(plan.scaled_h, plan.scaled_w), mode="bilinear", align_corners=False,
                                       antialias=True)
-                if plan.x0 < 0 or plan.y0 < 0:  # never for the centred cover window
-                    raise ValueError("the pipeline's resize window must lie inside the scaled frame")
                 rows.append(t[..., plan.y0:plan.y0 + H, plan.x0:plan.x0 + W])
             else:
                 rows.append(plan.apply(img))

@@ -71,7 +71,7 @@ def make_item(sample: Sample, cam_index: int, out_hw: tuple[int, int], rng: np.r
         Ws, Hs = plan.scaled_w, plan.scaled_h
         plan = dataclasses.replace(plan, x0=int(rng.integers(min(0, Ws - W), max(0, Ws - W) + 1)),
                                    y0=int(rng.integers(min(0, Hs - H), max(0, Hs - H) + 1)))
-    canvas, new_cam = plan.apply(img), plan.camera(cam if (W0, H0) == cam.size else cam.scaled(W0, H0))
+    canvas, new_cam = plan.apply(img), plan.camera(cam)
     sx, sy, x0, y0 = plan.sx, plan.sy, plan.x0, plan.y0
     affine = plan.affine()
 
