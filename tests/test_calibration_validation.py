@@ -68,3 +68,14 @@ def test_shipped_rigs_load_without_warnings(caplog: pytest.LogCaptureFixture) ->
             if isinstance(data, dict) and ("cameras" in data or "K" in data):
                 Rig.load(path)
     assert caplog.text == ""
+
+
+def test_the_cli_prints_the_matrix_in_the_error_as_it_is(tmp_path: Path) -> None:
+    """Error messages quote matrices like [[fx, s, cx], ...]: the terminal must not eat them as markup."""
+    from typer.testing import CliRunner
+
+    from perception.cli.app import app
+
+    path = _rig_file(tmp_path, K=[[800.0, 0, 640.0], [0, 800.0, 360.0], [0, 0, 0]])
+    res = CliRunner().invoke(app, ["run", "--source", "x.mp4", "--calib", str(path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "[[fx, s, cx], [0, fy, cy], [0, 0, 1]]" in res.output.replace("\n", "")

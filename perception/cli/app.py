@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="perception",
@@ -29,7 +30,7 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Exit with a one-line reason on stderr (the CLI contract for bad input)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # messages quote [..] lists
     raise typer.Exit(code)
 
 
