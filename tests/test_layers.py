@@ -2,7 +2,7 @@
 
 Layers, top to bottom::
 
-    cli -> {eval, compress, deploy} -> {pipeline, train} -> nn -> {data, geometry} -> utils
+    cli -> adapt -> {eval, compress, deploy} -> {pipeline, train} -> nn -> {data, geometry} -> utils
 
 A subpackage may import any subpackage on a lower layer, never one on its own layer (peers) or
 above, with one exception: ``data`` may import ``geometry`` (samples carry cameras), never the
@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "perception"
 
 # Higher number = higher layer. An edge a -> b is allowed when LAYER[a] > LAYER[b].
 LAYER = {
-    "cli": 4,
+    "cli": 5,
+    "adapt": 4,
     "eval": 3, "compress": 3, "deploy": 3,
     "pipeline": 2, "train": 2,
     "nn": 1,

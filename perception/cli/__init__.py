@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from perception.cli.app import app  # noqa: E402
 from perception.cli import (  # noqa: E402, F401  (imported for their @app.command registrations)
+    adapt,
     bench,
     calibrate,
     compress,

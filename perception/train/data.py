@@ -283,7 +283,7 @@ class VideoTripletDataset(torch.utils.data.Dataset):
     def __init__(self, videos: list[Any], size: tuple[int, int], aug: AugmentConfig | None = None, seed: int = 0):
         self.videos, self.size, self.aug, self.seed = videos, size, aug or AugmentConfig(), seed
         self.items = [(v, t) for v, video in enumerate(videos) for _ in range(video.repeat)
-                      for t in range(1, video.count - 1)]
+                      for t in video.triplet_indices()]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -293,7 +293,7 @@ class VideoTripletDataset(torch.utils.data.Dataset):
         v, t = self.items[index]
         video = self.videos[v]
         frames = [cv2.cvtColor(cv2.imread(str(video.frame_path(i)), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                  for i in (t - 1, t, t + 1)]
+                  for i in t]
         rng = np.random.default_rng([self.seed, 7919, epoch, index]) if self.aug.enabled else None
         item = make_triplet(frames, video.K, video.up_cam, self.size, rng, self.aug)
         item["height"] = np.float32(video.height)

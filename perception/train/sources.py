@@ -217,7 +217,9 @@ def resolve_data(specs: list[str], size: tuple[int, int], render: bool = True,
 def parse_video_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``video:SOURCE[,calib=YAML][,camera=NAME][,height=M][,every=N][,frames=N][,repeat=N]``
     -> (source, options); raises ValueError naming a bad key. ``SOURCE`` is a video file, an
-    image folder or a glob (anything :class:`~perception.data.readers.video.VideoReader` reads)."""
+    image folder or a glob (anything :class:`~perception.data.readers.video.VideoReader` reads),
+    or a folder of already decoded frames (:func:`is_decoded_frames`; its ``meta.json`` holds
+    the camera, and may list the triplets)."""
     body = spec[len("video:"):].replace("$SHARED_DATA", str(SHARED_DATA))
     parts = [p for p in body.split(",") if p]
     if not parts:
@@ -312,6 +314,13 @@ class VideoFrames:
     T_ego_cam: np.ndarray
     height: float
     repeat: int
+    triplets: list[tuple[int, int, int]] | None = None  # explicit (t-1, t, t+1) frame indices; None: consecutive
+
+    def triplet_indices(self) -> list[tuple[int, int, int]]:
+        """Every (t-1, t, t+1) triplet of frame indices of this folder."""
+        if self.triplets is not None:
+            return list(self.triplets)
+        return [(t - 1, t, t + 1) for t in range(1, self.count - 1)]
 
     @property
     def up_cam(self) -> np.ndarray:
@@ -338,7 +347,10 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
         if not spec.startswith("video:"):
             continue
         source, opts = parse_video_spec(spec)
-        root = decode_video(spec, size, cache_root, progress) if render else video_cache_dir(spec, size, cache_root)
+        if is_decoded_frames(source):   # already decoded (e.g. by `perception adapt`): read in place
+            root = Path(source)
+        else:
+            root = decode_video(spec, size, cache_root, progress) if render else video_cache_dir(spec, size, cache_root)
         meta = json.loads((root / "meta.json").read_text())
         cam = Camera.from_dict(meta["camera"], str(root / "meta.json"))
         if meta.get("guessed_camera"):
@@ -349,6 +361,22 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
         if not 0.1 <= height <= 10.0:
             raise ValueError(f"data spec {spec!r}: camera height {height:.2f} m from the calibration's T_ego_cam is "
                              "implausible; give height=M")
+        triplets = [tuple(int(i) for i in t) for t in meta["triplets"]] if meta.get("triplets") else None
+        if triplets is not None and any(len(t) != 3 or not all(0 <= i < int(meta["count"]) for i in t)
+                                        for t in triplets):
+            raise ValueError(f"{root / 'meta.json'}: 'triplets' must list (t-1, t, t+1) frame indices below 'count'")
         out.append(VideoFrames(root, int(meta["count"]), cam.K.copy(), cam.T_ego_cam.copy(), height,
-                               int(opts["repeat"])))
+                               int(opts["repeat"]), triplets))
     return out
+
+
+def is_decoded_frames(source: str | Path) -> bool:
+    """Whether ``source`` is a folder of decoded frames (``meta.json`` of format
+    ``perception-video-frames``, as :func:`decode_video` and ``perception adapt`` write)."""
+    meta = Path(source) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == "perception-video-frames"
+    except (OSError, json.JSONDecodeError):
+        return False
