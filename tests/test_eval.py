@@ -454,6 +454,63 @@ def test_agreement_counts_found_cars_by_the_rules():
     assert m["car_found_rate"] == pytest.approx(0.5) and m["car_recall"] == pytest.approx(0.5)
 
 
+def test_agreement_counts_vehicle_boxes_that_match_no_teacher_vehicle():
+    from perception.eval.agreement import AgreementCounter
+
+    ag = AgreementCounter(score=0.3, iou=0.5)  # teacher vehicles count from score 0.3
+    ref = np.array([[100, 100, 200, 180], [200, 100, 300, 180],   # two cars side by side
+                    [400, 100, 500, 200],                          # a car the teacher is unsure of (0.35)
+                    [600, 100, 700, 200]], float)                  # a person: not a vehicle
+    ref_scores, ref_vehicle = np.array([0.9, 0.9, 0.35, 0.9]), np.array([True, True, True, False])
+    ours = np.array([[95, 95, 305, 185],     # one box merged over the two teacher cars: IoU 0.42 with each
+                     [100, 100, 200, 180],   # exactly the first car
+                     [400, 100, 500, 200],   # the unsure car: still a match
+                     [600, 100, 700, 200],   # on the person: a vehicle box of ours the teacher does not explain
+                     [800, 100, 900, 120],   # outside the evaluated window: not counted
+                     [150, 300, 180, 320]])  # a 20 px box below the threshold score: not counted
+    scores, vehicle = np.array([0.8, 0.9, 0.5, 0.4, 0.9, 0.2]), np.array([True] * 6)
+    window = np.array([0, 0, 750, 400])
+    counted, matched = ag.match_vehicles(ours, scores, vehicle, ref, ref_scores, ref_vehicle, window)
+    assert counted.tolist() == [True, True, True, True, False, False]
+    assert matched[:4].tolist() == [False, True, True, False]
+    ag.add(ours, scores, vehicle, ref, ref_scores, ref_vehicle, window=window, pred_is_vehicle=vehicle,
+           ref_is_vehicle=ref_vehicle)
+    ag.add(ours[1:2], scores[1:2], vehicle[1:2], ref, ref_scores, ref_vehicle, window=window,
+           pred_is_vehicle=vehicle[1:2], ref_is_vehicle=ref_vehicle)  # a clean image: one matched box
+    # a 30 px tall unmatched truck (not a car) counts as a vehicle, but not among the boxes >= 40 px tall
+    ag.add(np.array([[10, 300, 60, 330]]), np.array([0.7]), np.array([False]), ref, ref_scores, ref_vehicle,
+           window=window, pred_is_vehicle=np.array([True]), ref_is_vehicle=ref_vehicle)
+    m = ag.compute()
+    assert m["vehicle_boxes_per_image"] == pytest.approx(6 / 3, abs=1e-3)
+    assert m["unmatched_vehicle_boxes_per_image"] == pytest.approx(3 / 3, abs=1e-3)   # merged, person, truck
+    assert m["unmatched_vehicle_boxes_per_image_40px"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["car_found_rate"] == pytest.approx(2 / 3) and m["images_with_reference_car"] == 3  # as before
+    # without the vehicle masks (older callers) the new figures are not reported
+    assert AgreementCounter().compute()["unmatched_vehicle_boxes_per_image"] is None
+
+
+def test_eval_size_auto_is_the_size_perception_run_picks(shared_data):
+    from perception.eval import EvalOptions, open_dataset
+    from perception.eval.datasets import choose_size, resolve_size
+    from perception.geometry import Camera
+    from perception.pipeline.runner import auto_size
+
+    def cam(w: int, h: int, fx: float) -> Camera:
+        return Camera("front", w, h, np.array([[fx, 0, w / 2], [0, fx, h / 2], [0, 0, 1]]))
+
+    auto = EvalOptions(dataset="nuscenes", size=None)
+    assert choose_size(auto, cam(1600, 900, 1266.0)) == (256, 448)
+    kitti = cam(1242, 375, 721.5)
+    assert choose_size(EvalOptions(dataset="kitti", size=None), kitti) == (192, 608) == auto_size(1242, 375, fx=721.5)
+    assert choose_size(EvalOptions(dataset="kitti", size=(128, 416)), kitti) == (128, 416)  # an explicit size wins
+    assert choose_size(EvalOptions(dataset="synth", size=None), None) == (256, 448)
+    # on the shared KITTI frame: its camera decides, and the peeked first sample is not lost
+    opts = EvalOptions(dataset="kitti", data=shared_data / "kitti_000008", size=None)
+    samples, n, _ = open_dataset(opts)
+    opts, samples = resolve_size(opts, samples)
+    assert opts.size == (192, 608) and n == 1 and len(list(samples)) == 1
+
+
 def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
     from typer.testing import CliRunner
 
@@ -470,6 +527,8 @@ def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
     ta = m["teacher_agreement"]
     assert ta["images"] == 3 and ta["images_with_reference_car"] >= 1  # the teacher sees cars in this clip
     assert ta["rule"]["score"] == 0.4  # --agree-score reaches the counter
+    assert ta["vehicle_boxes_per_image"] is not None and ta["unmatched_vehicle_boxes_per_image"] is not None
+    assert m["meta"]["size"] == [128, 224]  # an explicit --size wins over auto
     assert "Agreement with the reference detector" in (out / "report.md").read_text()
 
 

@@ -31,7 +31,8 @@ def eval_command(
     frames: int = typer.Option(None, "--frames", "-n", help="Frames to evaluate (default: synth 20, others all)."),
     backend: str = typer.Option("torch", "--backend",
                                 help="torch (fused network), torch-train (unfused train form) or onnx (ONNX Runtime)."),
-    size: str = typer.Option("256x448", "--size", help="Network input HxW (same resize/crop as training)."),
+    size: str = typer.Option("auto", "--size", help="Network input HxW (same resize/crop as training); auto: "
+                             "synth 256x448, other datasets the size `perception run` picks for the first camera."),
     score_thresh: float = typer.Option(0.05, "--score-thresh", help="Keep detections above this score."),
     rig: str = typer.Option("surround6", "--rig", help="Synthetic rig: built-in name or YAML."),
     calib: Path = typer.Option(None, "--calib", help="Video: camera/rig YAML (e.g. data/rigs/dashcam_1280x720.yaml)."),
@@ -52,11 +53,12 @@ def eval_command(
 
     from perception.eval import EvalError, EvalOptions, TeacherPredictor, evaluate, make_backend_predictor, \
         onnx_file_predictor, open_dataset
+    from perception.eval.datasets import resolve_size
     from perception.eval.report import write_metrics, write_report
     from perception.nn import ModelLoadError, resolve_model
 
     register_backends()  # --backend onnx and .onnx files run on the deploy layer's ONNX Runtime backend
-    hw = _parse_size(size)
+    hw = None if size == "auto" else _parse_size(size)
     if not 0.0 <= score_thresh < 1.0:
         fail(f"--score-thresh must be in [0, 1), got {score_thresh}")
     if frames is not None and frames < 1:
@@ -72,6 +74,9 @@ def eval_command(
                        agree_score=agree_score)
     t0 = time.perf_counter()
     try:
+        samples, n, dense = open_dataset(opts)
+        opts, samples = resolve_size(opts, samples)  # before the model: an .onnx file must match it
+        hw = opts.size
         if model.startswith("teacher:"):
             if backend != "torch":
                 fail("--model teacher:PATH runs the COCO teacher in ONNX Runtime; it takes no --backend")
@@ -92,7 +97,6 @@ def eval_command(
             desc = str(net.source)
             predictor = make_backend_predictor(net, backend, model, score_thresh=score_thresh,
                                                iou_thresh=opts.iou_thresh, max_det=opts.max_det)
-        samples, n, dense = open_dataset(opts)
         meta = {"model": desc, "backend": backend, "data": str(data) if data is not None else None}
         with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=console) as prog:
@@ -116,10 +120,14 @@ def eval_command(
         parts.append(f"abs_rel {m['depth']['abs_rel']:.3f}")
     if "bev" in m and m["bev"].get("center_map") is not None:
         parts.append(f"BEV centre mAP {_pct(m['bev']['center_map'])}")
-    if "teacher_agreement" in m and m["teacher_agreement"]["car_found_rate"] is not None:
-        ta = m["teacher_agreement"]
+    ta = m.get("teacher_agreement", {})
+    if ta.get("car_found_rate") is not None:
         parts.append(f"cars found in {_pct(ta['car_found_rate'])} of {ta['images_with_reference_car']} images "
                      f"where the teacher finds one")
+    if ta.get("unmatched_vehicle_boxes_per_image") is not None:
+        parts.append(f"{ta['unmatched_vehicle_boxes_per_image']} of {ta['vehicle_boxes_per_image']} vehicle "
+                     f"boxes/image match no teacher vehicle ({ta['unmatched_vehicle_boxes_per_image_40px']} of those >= "
+                     f"{ta['rule']['reference_min_height_px']:g} px tall)")
     console.print(f"{'; '.join(parts)} -> {out}/metrics.json, report.md ({time.perf_counter() - t0:.1f} s)",
                   highlight=False)
 

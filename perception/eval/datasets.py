@@ -2,22 +2,65 @@
 training uses seeds 500-9999, so the default evaluation seed 90000 never overlaps), ``nuscenes``
 and ``kitti`` (``--data`` folder, read by :mod:`perception.data.readers`) and ``video`` (no ground
 truth: qualitative output and prediction statistics only).
+
+The network input size (:func:`choose_size`): ``synth`` 256x448, the size it renders; on real data
+the one ``perception run`` picks for the first camera, unless the options name one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from perception.data.sample import Sample
 from perception.eval.options import DEFAULT_SEED, TRAINING_SEEDS, EvalError, EvalOptions
 
+if TYPE_CHECKING:
+    from perception.geometry import Camera
+
 log = logging.getLogger(__name__)
 
-__all__ = ["open_dataset", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS"]
+__all__ = ["open_dataset", "choose_size", "resolve_size", "DATASETS", "DEFAULT_SEED", "TRAINING_SEEDS", "SYNTH_SIZE"]
 
 DATASETS = ("synth", "kitti", "nuscenes", "video")
+SYNTH_SIZE = (256, 448)  # synth frames are rendered at the network size
+
+
+def choose_size(opts: EvalOptions, first_camera: Camera | None) -> tuple[int, int]:
+    """Network input (H, W): ``opts.size`` when given; for ``synth`` (or without a camera)
+    :data:`SYNTH_SIZE`; else :func:`perception.pipeline.runner.auto_size` of the first camera at
+    its native size, as ``perception run`` chooses it."""
+    if opts.size is not None:
+        return tuple(opts.size)
+    if opts.dataset == "synth" or first_camera is None:
+        return SYNTH_SIZE
+    from perception.pipeline.runner import auto_size
+
+    return auto_size(first_camera.width, first_camera.height, fx=float(first_camera.K[0, 0]))
+
+
+def resolve_size(opts: EvalOptions, samples: Iterable[Sample]) -> tuple[EvalOptions, Iterable[Sample]]:
+    """``opts`` with the size of :func:`choose_size` (logged) for the first sample's first camera,
+    and ``samples`` from the start again (the first one is read once)."""
+    if opts.size is not None:
+        return opts, samples
+    first = None
+    if opts.dataset != "synth":
+        it = iter(samples)
+        first = next(it, None)
+        if first is not None:
+            samples = itertools.chain([first], it)
+    cam = first.cameras[0] if first is not None else None
+    size = choose_size(opts, cam)
+    if cam is not None:
+        log.info("network input %dx%d (camera %s %dx%d, fx %.0f px -> %.0f px; --size overrides)", *size, cam.name,
+                 cam.width, cam.height, cam.K[0, 0], cam.K[0, 0] * size[1] / cam.width)
+    else:
+        log.info("network input %dx%d", *size)
+    return dataclasses.replace(opts, size=size), samples
 
 
 def open_dataset(opts: EvalOptions) -> tuple[Sequence[Sample] | Iterable[Sample], int, bool]:
@@ -37,7 +80,8 @@ def open_dataset(opts: EvalOptions) -> tuple[Sequence[Sample] | Iterable[Sample]
         if opts.rig not in BUILTIN_RIGS and not Path(opts.rig).is_file():
             raise EvalError(f"synth rig {opts.rig!r} is neither a built-in rig ({', '.join(BUILTIN_RIGS)}) nor a file")
         n = opts.frames or 20
-        samples = SynthDataset(opts.rig, seed=opts.seed, frames=n, size=opts.size, fps=2.0, episode_frames=10)
+        samples = SynthDataset(opts.rig, seed=opts.seed, frames=n, size=choose_size(opts, None), fps=2.0,
+                               episode_frames=10)
         return samples, n, True
     if opts.data is None:
         raise EvalError(f"--data is required for --dataset {ds} (a {ds} folder or file)")

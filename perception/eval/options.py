@@ -26,7 +26,7 @@ class EvalOptions:
     data: str | Path | None = None
     seed: int = DEFAULT_SEED
     frames: int | None = None            # None: synth 20, other datasets all frames
-    size: tuple[int, int] = (256, 448)   # network input (H, W)
+    size: tuple[int, int] | None = (256, 448)  # network input (H, W); None: datasets.choose_size
     score_thresh: float = 0.05
     iou_thresh: float = 0.6
     max_det: int = 100

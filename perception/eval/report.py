@@ -234,6 +234,13 @@ def write_report(evaluation: Any, out_dir: str | Path, title: str = "Evaluation"
                   "|---|---|---|---|---|---|",
                   f"| {t['images']} | {t['images_with_reference_car']} | {_fmt(t['car_found_rate'], pct=True)} | "
                   f"{t['reference_cars']} | {_fmt(t['car_recall'], pct=True)} | {t['predicted_cars_per_image']} |", ""]
+        if t.get("unmatched_vehicle_boxes_per_image") is not None:
+            lines += [f"Our vehicle boxes (car, truck, bus) with score >= {r['score']}: "
+                      f"{t['vehicle_boxes_per_image']} per image, of which {t['unmatched_vehicle_boxes_per_image']} "
+                      f"match no reference vehicle (score >= {r.get('vehicle_reference_score')}, IoU >= {r['iou']}; "
+                      f"false or merged boxes, or vehicles the reference misses), "
+                      f"{t['unmatched_vehicle_boxes_per_image_40px']} of them at least "
+                      f"{r['reference_min_height_px']:g} px tall.", ""]
     if plot_qualitative(evaluation.qualitative, out / "qualitative.png"):
         lines += ["## Qualitative", "", f"Boxes: prediction red (score >= {QUALITATIVE_MIN_SCORE:g}, with score), "
                   "ground truth green. Depth: inverse "

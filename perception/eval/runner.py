@@ -30,6 +30,7 @@ from perception.data.sample import Sample
 from perception.eval.bev import BevEvaluator, BevObjects, OccupancyGrid, lift_depth, lift_to_ego, merge_objects, \
     occupancy_from_points
 from perception.eval.agreement import AgreementCounter
+from perception.eval.datasets import resolve_size
 from perception.eval.depth import DepthEvaluator
 from perception.eval.detection import DetectionEvaluator, ImageDetections
 from perception.eval.options import EvalError, EvalOptions
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 __all__ = ["EvalOptions", "EvalError", "Evaluation", "QualitativeView", "evaluate", "Preprocessed", "preprocess"]
 
 COCO_CAR = 2  # the COCO class index of "car" in the teacher's output
+COCO_VEHICLES = (2, 5, 7)  # car, bus, truck: the teacher's vehicles (ours: VEHICLES)
+VEHICLES = ("car", "truck", "bus")
 
 
 # ---------------------------------------------------------------------------- preprocessing
@@ -105,8 +108,12 @@ def _class_lut(names: Sequence[str], classes: Sequence[str]) -> np.ndarray:
 
 def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOptions, *, num_frames: int | None = None,
              dense_depth: bool = True, progress: Callable[[int, int], None] | None = None,
-             meta: dict | None = None) -> Evaluation:
-    """Run ``predictor`` over ``samples`` and compute the metrics (see :mod:`perception.eval`)."""
+             meta: dict | None = None, agreement: AgreementCounter | None = None) -> Evaluation:
+    """Run ``predictor`` over ``samples`` and compute the metrics (see :mod:`perception.eval`).
+    ``opts.size`` None: :func:`perception.eval.datasets.resolve_size` picks it. ``agreement``: the
+    counter ``opts.teacher`` fills (default: one with the thresholds of ``opts``)."""
+    if opts.size is None:
+        opts, samples = resolve_size(opts, samples)
     predictor = as_predictor(predictor, score_thresh=opts.score_thresh, iou_thresh=opts.iou_thresh,
                              max_det=opts.max_det)
     classes = tuple(c for c in CLASSES if c in predictor.classes)
@@ -134,8 +141,9 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             teacher = YoloxTeacher(opts.teacher)
         except (FileNotFoundError, ImportError) as exc:
             raise EvalError(f"--teacher: {exc}") from None
-        agree = AgreementCounter(ref_score=opts.teacher_score, min_height=opts.teacher_min_height,
-                                 score=opts.agree_score)
+        agree = agreement if agreement is not None else AgreementCounter(
+            ref_score=opts.teacher_score, min_height=opts.teacher_min_height, score=opts.agree_score)
+        ours_vehicle = np.array([c in VEHICLES for c in classes])
     for f, sample in enumerate(samples):
         pre = [preprocess(sample, c, opts.size, dense_depth) for c in range(len(sample.cameras))]
         if f == 0:
@@ -162,9 +170,10 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             n_pred += len(boxes)
             if agree is not None:
-                tb, ts, tl = teacher.raw(sample.images[c], score_thresh=opts.teacher_score)
+                tb, ts, tl = teacher.raw(sample.images[c], score_thresh=min(agree.ref_score, agree.vehicle_ref_score))
                 agree.add(p.to_original(boxes), scores, labels == classes.index("car"),
-                          tb, ts, tl == COCO_CAR, window=p.window())
+                          tb, ts, tl == COCO_CAR, window=p.window(), pred_is_vehicle=ours_vehicle[labels],
+                          ref_is_vehicle=np.isin(tl, COCO_VEHICLES))
             center = d.center_cam.detach().cpu().numpy().astype(np.float64).reshape(-1, 3)[keep] \
                 if d.center_cam is not None and len(d.center_cam) == len(keep) else np.zeros((len(boxes), 3))
             pred_objs.append(BevObjects(lift_to_ego(center, p.camera.T_ego_cam), labels, scores,
