@@ -317,3 +317,24 @@ def test_photometric_augmentation_is_the_documented_colour_maths():
     # noise: deterministic for a seed, different for another, about the requested strength
     noisy = [_photometric(img, np.random.default_rng(k), AugmentConfig(noise=0.05)) for k in (7, 7, 8)]
     assert np.array_equal(noisy[0], noisy[1]) and not np.array_equal(noisy[0], noisy[2])
+
+
+def test_camera_response_randomisation_is_off_by_default_and_seeded_when_on():
+    from perception.train.data import AugmentConfig, _camera_response, _photometric
+
+    img = np.full((64, 96, 3), 128, np.uint8)
+    img[:, ::8] = 250                                   # vertical stripes: blur must soften them
+    base = _photometric(img, np.random.default_rng(3), AugmentConfig())
+    # the new fields default to 0: the same picture and the same random stream as before them
+    again = _photometric(img, np.random.default_rng(3), AugmentConfig(gamma=0, white_balance=0, blur=0, jpeg=0,
+                                                                      vignette=0))
+    assert np.array_equal(base, again)
+    on = AugmentConfig(gamma=0.3, white_balance=0.1, blur=1.0, jpeg=1.0, vignette=0.4)
+    a = _camera_response(img, np.random.default_rng(11), on)
+    b = _camera_response(img, np.random.default_rng(11), on)
+    c = _camera_response(img, np.random.default_rng(12), on)
+    assert a.dtype == np.uint8 and a.shape == img.shape
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[:, ::8].astype(int).mean() < 245           # the stripes are blurred
+    vig = _camera_response(img, np.random.default_rng(2), AugmentConfig(vignette=0.5))
+    assert vig[0, 1].mean() < vig[32, 49].mean()        # corners darker than the centre

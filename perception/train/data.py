@@ -31,6 +31,12 @@ class AugmentConfig:
     contrast: float = 0.25
     saturation: float = 0.3
     noise: float = 0.02
+    # camera-response randomisation for sim-to-real (0 = off, the default: old configs train as before)
+    gamma: float = 0.0          # gamma drawn in [1 - gamma, 1 + gamma] (tone curve)
+    white_balance: float = 0.0  # per-channel gain in [1 - wb, 1 + wb]
+    blur: float = 0.0           # probability of a Gaussian or horizontal motion blur (defocus, motion)
+    jpeg: float = 0.0           # probability of a JPEG round trip at quality 25-90 (compressed dashcam video)
+    vignette: float = 0.0       # up to this darkening at the corners (lens fall-off)
     min_box_px: float = 3.0  # smaller boxes (after resize) become ignore regions
     min_visible: float = 0.1  # boxes less visible than this become ignore regions
 
@@ -157,8 +163,42 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
     mean = b * float(np.mean(cv2.mean(image)[:3]))
     affine = np.concatenate([c * b * sat, np.full((3, 1), (1.0 - c) * mean)], axis=1)
     out = cv2.transform(image, affine)  # uint8 in, uint8 out, rounded and saturated
+    if aug.gamma or aug.white_balance or aug.blur or aug.jpeg or aug.vignette:
+        out = _camera_response(out, rng, aug)
     if aug.noise > 0:
         out = _sensor_noise(out, rng, aug.noise)
+    return out
+
+
+def _camera_response(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
+    """What a real camera does to a picture and the renderer does not: tone curve (gamma), white
+    balance, lens vignetting, defocus or motion blur and JPEG compression. Each is drawn only when
+    enabled in ``aug`` (the random stream of configs without them is unchanged)."""
+    out = image
+    if aug.gamma or aug.white_balance:
+        g = 1.0 + rng.uniform(-aug.gamma, aug.gamma) if aug.gamma else 1.0
+        gains = 1.0 + rng.uniform(-aug.white_balance, aug.white_balance, 3) if aug.white_balance else np.ones(3)
+        x = np.arange(256, dtype=np.float64) / 255.0
+        lut = np.stack([np.clip(255.0 * gains[c] * x ** g, 0, 255) for c in range(3)], 1).round().astype(np.uint8)
+        out = cv2.LUT(out, lut.reshape(256, 1, 3))
+    if aug.vignette:
+        H, W = out.shape[:2]
+        strength = rng.uniform(0.0, aug.vignette)
+        yy, xx = np.ogrid[:H, :W]
+        r2 = ((xx - (W - 1) / 2) / (W / 2)) ** 2 + ((yy - (H - 1) / 2) / (H / 2)) ** 2   # 2 at the corners
+        out = (out * (1.0 - strength * (r2 / 2.0))[..., None].astype(np.float32)).round().clip(0, 255).astype(np.uint8)
+    if aug.blur and rng.random() < aug.blur:
+        if rng.random() < 0.5:
+            out = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.4, 1.2)))
+        else:
+            k = int(rng.integers(3, 8))
+            kernel = np.zeros((k, k), np.float32)
+            kernel[k // 2, :] = 1.0 / k
+            out = cv2.filter2D(out, -1, kernel)
+    if aug.jpeg and rng.random() < aug.jpeg:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 91))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return out
 
 
