@@ -279,10 +279,36 @@ def test_teacher_spec_writes_a_pseudo_labelled_folder(shared_data, tmp_path):
     folder = SampleFolder(out)
     assert len(folder) == 6
     s = folder[0]
-    assert s.depth is None and s.boxes2d[0].center_cam is None
+    assert s.boxes2d[0].center_cam is None
     assert s.cameras[0].width == 1280 and abs(s.cameras[0].fx - 1158.8) < 1
+    # sparse depth where the teacher's cars touch the road (test1.jpg: two cars on the right)
+    assert s.depth is not None and not s.extras["depth_dense"]
+    d = s.depth[0]
+    assert 0 < (d > 0).mean() < 0.1 and 5.0 < d[d > 0].min() and d.max() < 40.0
     item = make_item(s, 0, (256, 448), None)
-    assert item["depth"] is None and not item["has3d"].any()
+    assert item["depth"] is not None and not item["depth_dense"] and not item["has3d"].any()
+
+
+def test_contact_depth_is_the_ground_depth_under_the_box():
+    from perception.data.sample import Boxes2D
+    from perception.geometry.source_camera import default_camera
+    from perception.train.teacher import contact_depth
+
+    cam = default_camera(640, 360, height_m=1.5)            # level: ground depth at row v is fx * 1.5 / (v - cy)
+    boxes = Boxes2D(boxes=np.array([[100, 150, 200, 250],     # a car on the road: bottom row 250
+                                    [120, 160, 180, 240],     # a farther car behind it (bottom row 240)
+                                    [300, 200, 400, 359],     # cut by the bottom of the frame: skipped
+                                    [500, 150, 560, 190],     # bottom 190: ~74 m away, too far: skipped
+                                    [420, 150, 470, 240]], np.float32),   # a pedestrian: not a vehicle
+                    labels=np.array([0, 0, 0, 0, 3]), ignore=np.zeros(5, bool))
+    d = contact_depth(boxes, cam)
+    z_near, z_far = cam.fx * 1.5 / (250 - cam.K[1, 2]), cam.fx * 1.5 / (240 - cam.K[1, 2])
+    assert d[240, 150] == pytest.approx(z_near, rel=1e-4)   # the nearer car occludes the farther one
+    assert d[200, 110] == 0.0 and d[170, 150] == 0.0         # outside the lower-central part of the boxes
+    assert not d[:, 300:].any()                              # truncated, far and pedestrian boxes add nothing
+    boxes.ignore[:] = True
+    assert contact_depth(boxes, cam) is None                 # uncertain boxes give no depth
+    assert z_far > z_near
 
 
 @pytest.mark.slow

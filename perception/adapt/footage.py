@@ -11,7 +11,8 @@ single frames, so the held-out frames are not near-copies of training frames.
 
 **Training frames** are centres ``t`` (spread evenly over the training blocks) of triplets
 ``(t - gap, t, t + gap)`` that lie inside one block: the centre is written full size with the
-teacher's boxes (a sample folder, :mod:`perception.data.sample_folder`), the triplet at the
+teacher's boxes and the depth where its vehicles touch the road
+(:func:`perception.train.teacher.contact_depth`) (a sample folder, :mod:`perception.data.sample_folder`), the triplet at the
 network's cover size for the self-supervised depth loss (a decoded-frames folder,
 :func:`perception.train.sources.is_decoded_frames`, with its triplets listed).
 """
@@ -35,12 +36,12 @@ from perception.data.readers.video import VideoReader
 from perception.data.sample import Sample
 from perception.data.sample_folder import write_sample
 from perception.geometry.camera import Camera, Rig
-from perception.train.teacher import YoloxTeacher
+from perception.train.teacher import YoloxTeacher, contact_depth
 
 log = logging.getLogger(__name__)
 
 FORMAT = "perception-adapt-footage"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,12 @@ def prepare_footage(source: str, camera: Camera, root: Path, size: tuple[int, in
             cover_img = cv2.resize(und, cover, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
             recent.append((i, cover_img))
         if i in centres:
-            sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=teacher_score)]
-            write_sample(Sample([img], [sample.cameras[0]], sample.timestamp, boxes2d=sample.boxes2d,
-                                frame_id=sample.frame_id), root / "train" / f"{n_train:06d}", with_depth=False)
+            boxes = teacher.pseudo_labels(img, score_thresh=teacher_score)
+            depth = contact_depth(boxes, sample.cameras[0])     # where the teacher's vehicles touch the road
+            write_sample(Sample([img], [sample.cameras[0]], sample.timestamp, boxes2d=[boxes],
+                                depth=None if depth is None else [depth], frame_id=sample.frame_id,
+                                extras={"depth_dense": False}),
+                         root / "train" / f"{n_train:06d}", with_depth=depth is not None)
             n_train += 1
         if i in wanted_last:
             c = wanted_last[i]

@@ -147,6 +147,21 @@ def image_to_ground(camera: Camera, uv: np.ndarray, *, apply_distortion: bool = 
     return out
 
 
+def ground_depth(camera: Camera, uv: np.ndarray, *, apply_distortion: bool = True) -> np.ndarray:
+    """``[N]`` camera z (m) of the ground point (ego z = 0) seen at each pixel of ``uv`` ``[N, 2]``;
+    NaN at or above the horizon. With a calibrated mount, this is where a pixel on the road lies,
+    and how far an object is whose bottom edge touches the road at that pixel."""
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    xy = image_to_ground(camera, uv, apply_distortion=apply_distortion)
+    ok = np.isfinite(xy).all(axis=1)
+    z = np.full(len(uv), np.nan)
+    if ok.any():
+        pts = np.c_[xy[ok], np.zeros(int(ok.sum())), np.ones(int(ok.sum()))]
+        zc = (pts @ camera.T_cam_ego.T)[:, 2]
+        z[ok] = np.where(zc > 0, zc, np.nan)
+    return z
+
+
 def bev_homography(camera: Camera, spec: BEVSpec) -> np.ndarray:
     """3x3 matrix mapping BEV pixels (col, row) to image pixels (pinhole part only).
 

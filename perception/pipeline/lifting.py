@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from perception.geometry import Camera
-from perception.geometry.ipm import image_to_ground
+from perception.geometry.ipm import ground_depth
 from perception.geometry.transforms import transform_points
 
 __all__ = ["LiftedObject", "GroundGate", "lift_detections", "yaw_cam_to_ego", "DepthPointCloud", "DepthSmoother"]
@@ -105,14 +105,7 @@ def _dense_depth(depth: np.ndarray, box: np.ndarray) -> float:
 def _ground_depths(camera: Camera, boxes: np.ndarray) -> np.ndarray:
     """Camera z of the ground point under each box's bottom-centre pixel (NaN above the horizon),
     all boxes in one call: per-box calls of the undistortion were most of the lifting time."""
-    uv = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
-    xy = image_to_ground(camera, uv)
-    ok = np.isfinite(xy).all(axis=1)
-    z = np.full(len(boxes), np.nan)
-    if ok.any():
-        p_cam = transform_points(camera.T_cam_ego, np.c_[xy[ok], np.zeros(int(ok.sum()))])
-        z[ok] = np.where(p_cam[:, 2] > 0, p_cam[:, 2], np.nan)
-    return z
+    return ground_depth(camera, np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1))
 
 
 def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: float = 0.25,

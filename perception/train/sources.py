@@ -160,26 +160,33 @@ def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
 def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[int, int], None] | None = None
                  ) -> Path:
     """Run the COCO teacher over a video / image folder and cache the frames with 2D pseudo-labels
-    (no 3D attributes, no depth: those come from the synthetic data and the depth losses)."""
+    and the sparse depth of the vehicles' road contact (:func:`perception.train.teacher.contact_depth`;
+    the camera follows ``perception run``'s policy, :func:`perception.geometry.camera_for_source`,
+    so an uncalibrated clip gets the mount measured on its lane lines). 3D box attributes come from
+    the synthetic data."""
     from perception.data.readers.video import VideoReader
-    from perception.train.teacher import YoloxTeacher
+    from perception.geometry.source_camera import camera_for_source
+    from perception.train.teacher import YoloxTeacher, contact_depth
 
     source, opts = parse_teacher_spec(spec)
     ident = {k: v for k, v in opts.items() if k != "repeat"}
-    key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v1".encode()).hexdigest()[:10]
+    key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v2".encode()).hexdigest()[:10]
     out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
     if (out / "meta.json").is_file():
         return out
     teacher = YoloxTeacher(opts["teacher"])
-    reader = VideoReader(source, opts.get("calib"))
+    reader = VideoReader(source, camera_for_source(source, opts.get("calib")))
     total = len(reader)
     n = 0
     for i, sample in enumerate(reader):
         if i % int(opts["every"]):
             continue
         sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"])) for img in sample.images]
-        sample.depth = None
-        write_sample(sample, out / f"{n:06d}", with_depth=False)
+        depth = [contact_depth(b, cam) for b, cam in zip(sample.boxes2d, sample.cameras)]
+        sample.depth = [d if d is not None else np.zeros((c.height, c.width), np.float32)
+                        for d, c in zip(depth, sample.cameras)] if any(d is not None for d in depth) else None
+        sample.extras["depth_dense"] = False
+        write_sample(sample, out / f"{n:06d}", with_depth=sample.depth is not None)
         n += 1
         if progress:
             progress(i + 1, total)

@@ -15,6 +15,8 @@ import numpy as np
 
 from perception.data.classes import CLASSES
 from perception.data.sample import Boxes2D
+from perception.geometry.camera import Camera
+from perception.geometry.ipm import ground_depth
 from perception.nn.postprocess import nms_class_aware
 
 log = logging.getLogger(__name__)
@@ -88,3 +90,40 @@ class YoloxTeacher:
         boxes, scores, ours = boxes[keep], scores[keep], ours[keep]
         return Boxes2D(boxes=boxes.astype(np.float32), labels=ours, ignore=scores < score_thresh,
                        visibility=np.ones(len(boxes), np.float32))
+
+
+VEHICLES = ("car", "truck", "bus")
+
+
+def contact_depth(boxes: Boxes2D, camera: Camera, classes: tuple[str, ...] = CLASSES, *, min_depth: float = 2.0,
+                  max_depth: float = 40.0, margin_px: float = 2.0) -> np.ndarray | None:
+    """Sparse metric depth ``[H, W]`` (0 = unknown) on real frames from where vehicles touch the road.
+
+    A vehicle box whose bottom edge is in the image (not cut by the frame) stands on the road at
+    the bottom-centre pixel; with the camera's calibrated mount, the flat ground there is at a
+    known depth (:func:`perception.geometry.ipm.ground_depth`). The lower-central part of the box
+    (the rear or side face nearest to the camera, rows 40-100 %, columns 25-75 %) gets that depth.
+    Only confident boxes (not ``ignore``) of vehicles between ``min_depth`` and ``max_depth`` m
+    count: farther away a pixel of error in the bottom edge is metres of depth. Nearer boxes are
+    painted last (they occlude). Returns None when no box qualifies.
+    """
+    H, W = camera.height, camera.width
+    b = np.asarray(boxes.boxes, np.float64).reshape(-1, 4)
+    if not len(b):
+        return None
+    vehicle = np.array([0 <= int(lab) < len(classes) and classes[int(lab)] in VEHICLES for lab in boxes.labels])
+    confident = ~np.asarray(boxes.ignore, bool) if boxes.ignore is not None else np.ones(len(b), bool)
+    inside = (b[:, 0] > margin_px) & (b[:, 2] < W - margin_px) & (b[:, 3] < H - margin_px)
+    z = ground_depth(camera, np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]], 1))
+    ok = vehicle & confident & inside & np.isfinite(z) & (z >= min_depth) & (z <= max_depth)
+    if not ok.any():
+        return None
+    depth = np.zeros((H, W), np.float32)
+    for i in np.flatnonzero(ok)[np.argsort(-z[ok])]:       # far first: nearer boxes overwrite
+        x1, y1, x2, y2 = b[i]
+        w, h = x2 - x1, y2 - y1
+        r0, r1 = int(round(y1 + 0.4 * h)), int(round(y2))
+        c0, c1 = int(round(x1 + 0.25 * w)), int(round(x2 - 0.25 * w))
+        if r1 > r0 and c1 > c0:
+            depth[r0:r1, c0:c1] = z[i]
+    return depth
