@@ -7,7 +7,7 @@ Steps (each resumable; ``OUT`` is the output folder):
 2. **Footage** (``OUT/footage``, :mod:`perception.adapt.footage`): one streamed pass over the
    source writes training frames with the COCO teacher's boxes, frame triplets for
    self-supervised depth and held-out frames (whole time blocks).
-3. **Synthetic replay** (``OUT/footage/synth``): the synthetic world rendered *through the
+3. **Synthetic replay** (``OUT/synth``): the synthetic world rendered *through the
    user's camera* (its intrinsics and mount). Real frames carry only 2D pseudo-labels; the replay
    keeps the 3D box heads and metric depth supervised, so they do not drift while the rest adapts.
 4. **Fine-tuning** (``OUT/train``, :func:`perception.train.train`): teacher boxes on real frames +
@@ -131,10 +131,10 @@ def adapt(opts: AdaptOptions, resume: bool = False, progress: Progress | None = 
                               max_heldout=opts.max_heldout, holdout=opts.holdout, progress=step("read footage"))
     synth_dir = None
     if opts.synth_frames > 0:
-        rig_path = out / "footage" / "synth-rig.yaml"
+        rig_path = out / "synth" / "rig.yaml"
         Rig("adapt", [camera.pinhole() if camera.has_distortion else camera]).save(rig_path)
         spec = f"synth:{rig_path},frames={opts.synth_frames},seed={70000 + opts.seed},episode_frames=4,fps=2,barriers=0.5"
-        synth_dir = render_synth(spec, size, cache_root=out / "footage" / "synth", progress=step("render replay"))
+        synth_dir = render_synth(spec, size, cache_root=out / "synth", progress=step("render replay"))
 
     cfg = train_config(opts, name, init, footage, synth_dir, size)
 

@@ -256,7 +256,7 @@ def video_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
     applied when reading, so they are not part of the key."""
     source, opts = parse_video_spec(spec)
     ident = (f"{_file_ident(source)}|{_file_ident(opts['calib'])}|{opts['camera']}|{opts['every']}|{opts['frames']}|"
-             f"{size[0]}x{size[1]}|v1")
+             f"{size[0]}x{size[1]}|v2")
     key = hashlib.sha1(ident.encode()).hexdigest()[:10]
     return (cache_root or CACHE_ROOT) / f"video-{Path(source).stem}-{key}"
 
@@ -277,8 +277,11 @@ def decode_video(spec: str, size: tuple[int, int], cache_root: Path | None = Non
     out = video_cache_dir(spec, size, cache_root)
     if (out / "meta.json").is_file():
         return out
-    reader = VideoReader(source, opts["calib"], camera=opts["camera"], stride=int(opts["every"]),
-                         max_frames=opts["frames"])
+    from perception.geometry.source_camera import camera_for_source
+
+    # perception run's camera policy: without calib=, the mount measured on the lane lines
+    reader = VideoReader(source, camera_for_source(source, opts["calib"], camera=opts["camera"]),
+                         stride=int(opts["every"]), max_frames=opts["frames"])
     (out / "frames").mkdir(parents=True, exist_ok=True)
     log.info("decoding %s into %s (every %d-th frame)", source, out, opts["every"])
     total, n, cam_out = len(reader), 0, None
@@ -344,8 +347,8 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
 
     Camera height: the ``height=`` key, else the calibration's ``T_ego_cam`` z (ego origin is on
     the ground); without a calibration the default camera of
-    :func:`perception.geometry.camera_for_source` (60 deg FOV, 1.4 m) is used,
-    with a warning, since metric scale is then only as right as that guess.
+    :func:`perception.geometry.camera_for_source` (60 deg FOV, the mount measured on the lane
+    lines) is used, with a warning, since metric scale is then only as right as that guess.
     """
     from perception.geometry.camera import Camera
 
@@ -362,7 +365,8 @@ def resolve_video(specs: list[str], size: tuple[int, int], render: bool = True, 
         cam = Camera.from_dict(meta["camera"], str(root / "meta.json"))
         if meta.get("guessed_camera"):
             log.warning("%s: no calibration (calib=...): using a guessed camera (the default: %.0f deg horizontal FOV, "
-                        "%.1f m high); self-supervised depth is only as metric as that guess", source,
+                        "%.2f m high, pitch and height from the lane lines where they are clear); self-supervised depth is "
+                        "only as metric as that guess", source,
                         DEFAULT_HFOV_DEG, cam.T_ego_cam[2, 3])
         height = float(opts["height"]) if opts["height"] is not None else float(cam.T_ego_cam[2, 3])
         if not 0.1 <= height <= 10.0:
