@@ -86,7 +86,8 @@ def measure(model: PerceptionNet, heldout: Path, calib: Path, camera: Camera, si
     opts = EvalOptions(dataset="video", data=heldout, calib=calib, size=size, teacher=teacher, qualitative=0,
                        score_thresh=BOX_SCORE, agree_score=BOX_SCORE)
     samples, n, dense = open_dataset(opts)
-    result = evaluate(TorchPredictor(model), samples, opts, num_frames=n, dense_depth=dense, progress=progress)
+    result = evaluate(TorchPredictor(model, score_thresh=BOX_SCORE), samples, opts, num_frames=n, dense_depth=dense,
+                      progress=progress)
     m = result.metrics
     return {"frames": m["frames"], "teacher_agreement": m.get("teacher_agreement"),
             "predictions": m.get("predictions"),
