@@ -364,3 +364,22 @@ def test_camera_response_randomisation_is_off_by_default_and_seeded_when_on():
     assert a[:, ::8].astype(int).mean() < 245           # the stripes are blurred
     vig = _camera_response(img, np.random.default_rng(2), AugmentConfig(vignette=0.5))
     assert vig[0, 1].mean() < vig[32, 49].mean()        # corners darker than the centre
+
+
+def test_tiled_teacher_keeps_whole_cars_and_adds_distant_ones(shared_data):
+    """test4.jpg: the two near cars stay single whole boxes (no window-sized parts from tiles that
+    cut them) and the tiles add distant cars the 416 px whole-image pass misses."""
+    import cv2
+
+    pytest.importorskip("onnxruntime")
+    from perception.train.teacher import YoloxTeacher
+
+    teacher = YoloxTeacher(shared_data / "weights" / "yolox_nano.onnx")
+    img = cv2.cvtColor(cv2.imread(str(shared_data / "dashcam" / "test_images" / "test4.jpg")), cv2.COLOR_BGR2RGB)
+    whole = teacher.pseudo_labels(img)
+    tiled = teacher.pseudo_labels(img, tiles=True)
+    assert len(tiled.boxes) > len(whole.boxes)
+    big = tiled.boxes[(tiled.boxes[:, 3] - tiled.boxes[:, 1]) > 60]
+    assert len(big) == 2 and np.abs(np.sort(big, 0) - np.sort(whole.boxes[~whole.ignore], 0)).max() < 15
+    added = tiled.boxes[(tiled.boxes[:, 3] - tiled.boxes[:, 1]) <= 40]
+    assert len(added) >= 2 and tiled.ignore[(tiled.boxes[:, 3] - tiled.boxes[:, 1]) <= 40].all()

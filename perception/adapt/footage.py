@@ -41,7 +41,7 @@ from perception.train.teacher import YoloxTeacher, contact_depth
 log = logging.getLogger(__name__)
 
 FORMAT = "perception-adapt-footage"
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def prepare_footage(source: str, camera: Camera, root: Path, size: tuple[int, in
             cover_img = cv2.resize(und, cover, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
             recent.append((i, cover_img))
         if i in centres:
-            boxes = teacher.pseudo_labels(img, score_thresh=teacher_score)
+            boxes = teacher.pseudo_labels(img, score_thresh=teacher_score, tiles=True)
             depth = contact_depth(boxes, sample.cameras[0])     # where the teacher's vehicles touch the road
             write_sample(Sample([img], [sample.cameras[0]], sample.timestamp, boxes2d=[boxes],
                                 depth=None if depth is None else [depth], frame_id=sample.frame_id,

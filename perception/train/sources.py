@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "barriers": float}
-TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int}
+TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int}
 VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
@@ -147,13 +147,15 @@ def _render_frames(args: tuple, indices: list[int]) -> int:
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
-    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5]`` -> (source, options)."""
+    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5][,tiles=1]`` -> (source, options).
+    ``tiles=1`` (default) also runs the teacher on 2x2 tiles, so distant cars are labels or ignore
+    regions rather than background (:meth:`perception.train.teacher.YoloxTeacher.tiled`)."""
     body = spec[len("teacher:"):].replace("$SHARED_DATA", str(SHARED_DATA))
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
     opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
-                                          "score": 0.5, "repeat": 1}
+                                          "score": 0.5, "repeat": 1, "tiles": 1}
     return parts[0], _parse_options(spec, parts[1:], TEACHER_KEYS, opts)
 
 
@@ -181,7 +183,8 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
     for i, sample in enumerate(reader):
         if i % int(opts["every"]):
             continue
-        sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"])) for img in sample.images]
+        sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"]), tiles=bool(opts["tiles"]))
+                          for img in sample.images]
         depth = [contact_depth(b, cam) for b, cam in zip(sample.boxes2d, sample.cameras)]
         sample.depth = [d if d is not None else np.zeros((c.height, c.width), np.float32)
                         for d, c in zip(depth, sample.cameras)] if any(d is not None for d in depth) else None
