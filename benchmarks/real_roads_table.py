@@ -16,9 +16,12 @@ TARGET = ("| target | >= shipped - 0.02 | >= teacher (0.255) | <= 0.25 | within 
           "| >= 95 % / <= 0.3 | >= 95 % / <= 0.3 |")
 
 
-def _metrics(folder: Path) -> dict:
-    path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _metrics(folder: Path, name: str) -> dict:
+    """``OUT/NAME/metrics.json`` as real_roads.sh writes it, or ``NAME-metrics.json`` as kept in docs/benchmarks/."""
+    for path in (folder / name / "metrics.json", folder / f"{name}-metrics.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}
 
 
 def _distance(path: Path) -> str:
@@ -37,7 +40,7 @@ def _dashcam(path: Path) -> str:
 
 
 def row(folder: Path) -> str:
-    syn, nus, kit = (_metrics(folder / k) for k in ("synth", "nuscenes", "kitti"))
+    syn, nus, kit = (_metrics(folder, k) for k in ("synth", "nuscenes", "kitti"))
 
     def get(m: dict, *keys: str) -> str:
         for k in keys:
