@@ -125,7 +125,10 @@ def adapt(opts: AdaptOptions, resume: bool = False, progress: Progress | None = 
     size = tuple(opts.size) if opts.size else auto_size(camera.width, camera.height, fx=camera.fx)
     log.info("adapting %s to %s: camera %dx%d fx %.0f, %.2f m high; network input %dx%d", opts.model, opts.source,
              camera.width, camera.height, camera.fx, camera.T_ego_cam[2, 3], size[0], size[1])
-    step = (lambda stage: (lambda done, total: progress(stage, done, total, ""))) if progress else (lambda s: None)
+
+    def step(stage: str) -> Callable[[int, int], None] | None:
+        """The (done, total) progress callback of one stage, for the functions that take one."""
+        return (lambda done, total: progress(stage, done, total, "")) if progress else None
 
     footage = prepare_footage(opts.source, camera, out / "footage", size, opts.teacher, max_frames=opts.max_frames,
                               max_heldout=opts.max_heldout, holdout=opts.holdout, progress=step("read footage"))
