@@ -29,14 +29,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from perception.data.readers.video import VideoReader
 from perception.data.sample import Sample
 from perception.data.sample_folder import write_sample
 from perception.geometry.camera import Camera, Rig
+from perception.train.sources import resize_to_cover
 from perception.train.teacher import YoloxTeacher, contact_depth
+from perception.utils.image_io import write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +176,6 @@ def prepare_footage(source: str, camera: Camera, root: Path, size: tuple[int, in
              len(plan.train_centres), plan.gap, len(plan.heldout))
     teacher = YoloxTeacher(teacher_path)
     pinhole = camera.pinhole() if camera.has_distortion else camera
-    H, W = size
-    s = max(W / camera.width, H / camera.height)
-    cover = (max(W, round(camera.width * s)), max(H, round(camera.height * s)))
-    cam_cover = pinhole.scaled(*cover)
 
     centres, heldout = set(plan.train_centres), set(plan.heldout)
     wanted_last = {c + plan.gap: c for c in plan.train_centres}     # frame that completes a triplet -> its centre
@@ -193,8 +190,7 @@ def prepare_footage(source: str, camera: Camera, root: Path, size: tuple[int, in
         i, img = sample.extras["frame_index"], sample.images[0]
         cover_img = None
         if i in centres or i in wanted_last or (i + plan.gap) in centres:
-            und = camera.undistort(img) if camera.has_distortion else img
-            cover_img = cv2.resize(und, cover, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            cover_img = resize_to_cover(camera.undistort(img) if camera.has_distortion else img, size)
             recent.append((i, cover_img))
         if i in centres:
             boxes = teacher.pseudo_labels(img, score_thresh=teacher_score, tiles=True)
@@ -210,16 +206,18 @@ def prepare_footage(source: str, camera: Camera, root: Path, size: tuple[int, in
             if c - plan.gap in frames and c in frames:
                 idx = []
                 for j in (c - plan.gap, c, i):
-                    _write_jpeg(root / "triplets" / "frames" / f"{n_trip * 3 + len(idx):06d}.jpg", frames[j])
+                    write_jpeg(root / "triplets" / "frames" / f"{n_trip * 3 + len(idx):06d}.jpg", frames[j], 95)
                     idx.append(n_trip * 3 + len(idx))
                 triplets.append(idx)
                 n_trip += 1
         if i in heldout:
-            _write_jpeg(root / "heldout" / f"{n_held:06d}.jpg", img)
+            write_jpeg(root / "heldout" / f"{n_held:06d}.jpg", img, 95)
             n_held += 1
     if n_train == 0 or n_trip == 0 or n_held == 0:
         raise ValueError(f"{source}: decoding gave {n_train} training frames, {n_trip} triplets and {n_held} "
                          "held-out frames; need at least one of each")
+    cover_h, cover_w = recent[-1][1].shape[:2]
+    cam_cover = pinhole.scaled(cover_w, cover_h)     # the camera of the stored triplet frames
     (root / "triplets" / "meta.json").write_text(json.dumps({
         "format": "perception-video-frames", "version": 1, "count": n_trip * 3, "spec": f"adapt:{source}",
         "source": source, "camera": cam_cover.to_dict(), "guessed_camera": False, "triplets": triplets}))
@@ -247,11 +245,4 @@ def _frames(reader: VideoReader, needed: set[int], last: int, progress: Callable
             break
     if progress:
         progress(total, total)
-
-
-def _write_jpeg(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"{path}: could not encode the frame")
-    path.write_bytes(buf.tobytes())
 

@@ -27,6 +27,7 @@ from perception.data.readers.video import VideoReader
 from perception.eval import EvalOptions, evaluate, open_dataset
 from perception.eval.predictors import TorchPredictor
 from perception.geometry.camera import Camera
+from perception.geometry.ipm import ground_depth as ipm_ground_depth
 from perception.geometry.resize import resize_frame_and_K
 from perception.nn.model import PerceptionNet
 
@@ -40,12 +41,9 @@ def ground_depth(camera: Camera) -> np.ndarray:
     """``[H, W]`` z-depth (m) at which each pixel's ray meets the flat ground ``z_ego = 0`` (inf
     at or above the horizon). Pinhole: the camera is taken without distortion."""
     H, W = camera.height, camera.width
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    rays = np.linalg.inv(camera.K) @ np.stack([u.ravel(), v.ravel(), np.ones(H * W)])   # z = 1 in the camera
-    down = (camera.T_ego_cam[2, :3] @ rays).reshape(H, W)                                # ego z per unit camera z
-    height = float(camera.T_ego_cam[2, 3])
-    with np.errstate(divide="ignore"):
-        return np.where(down < -1e-6, height / -down, np.inf)
+    v, u = np.mgrid[0:H, 0:W]
+    z = ipm_ground_depth(camera, np.stack([u.ravel(), v.ravel()], 1), apply_distortion=False).reshape(H, W)
+    return np.nan_to_num(z, nan=np.inf)
 
 
 def road_depth_consistency(model: PerceptionNet, frames: Path, camera: Camera, size: tuple[int, int],

@@ -26,6 +26,7 @@ import numpy as np
 from perception.data.readers.common import DataError, read_image
 from perception.data.sample import Boxes2D, Boxes3D, Sample
 from perception.geometry import Camera
+from perception.utils.image_io import write_jpeg
 
 FORMAT = "perception-samples"
 _BOX2D_FIELDS = ("truncation", "occlusion", "visibility", "instance_ids", "depth", "center_cam", "size", "yaw_cam",
@@ -73,10 +74,7 @@ def write_sample(sample: Sample, folder: str | Path, jpeg_quality: int = 92, wit
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, (img, cam) in enumerate(zip(sample.images, sample.cameras)):
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-        if not ok:
-            raise DataError(f"{folder}: could not encode image of camera {cam.name}")
-        (folder / f"{cam.name}.jpg").write_bytes(buf.tobytes())
+        write_jpeg(folder / f"{cam.name}.jpg", img, jpeg_quality)
         if with_depth and sample.depth is not None and sample.depth[i] is not None:
             d = np.nan_to_num(sample.depth[i].astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
             cv2.imwrite(str(folder / f"{cam.name}_depth.png"), np.clip(np.round(d * 256.0), 0, 65535).astype(np.uint16))

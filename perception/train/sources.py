@@ -28,6 +28,7 @@ import numpy as np
 
 from perception.data.sample_folder import SampleFolder, write_sample
 from perception.geometry.source_camera import DEFAULT_HFOV_DEG, calibration_beside
+from perception.utils.image_io import write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,16 @@ def video_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
     return (cache_root or CACHE_ROOT) / f"video-{Path(source).stem}-{key}"
 
 
+def resize_to_cover(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at the smallest size (aspect kept) that covers the network input ``size`` = (H, W):
+    how frames for the self-supervised loss are stored (the loss crops from there)."""
+    H, W = size
+    h, w = image.shape[:2]
+    s = max(W / w, H / h)
+    cover = (max(W, round(w * s)), max(H, round(h * s)))
+    return cv2.resize(image, cover, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
 def decode_video(spec: str, size: tuple[int, int], cache_root: Path | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Decode a video spec once into its cache folder; returns it.
@@ -288,22 +299,16 @@ def decode_video(spec: str, size: tuple[int, int], cache_root: Path | None = Non
     (out / "frames").mkdir(parents=True, exist_ok=True)
     log.info("decoding %s into %s (every %d-th frame)", source, out, opts["every"])
     total, n, cam_out = len(reader), 0, None
-    H, W = size
     for sample in reader:
         img, cam = sample.images[0], sample.cameras[0]
         if cam.has_distortion:
             img, cam = cam.undistort(img), cam.pinhole()
-        s = max(W / cam.width, H / cam.height)
-        Wc, Hc = max(W, round(cam.width * s)), max(H, round(cam.height * s))
-        img = cv2.resize(img, (Wc, Hc), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        img = resize_to_cover(img, size)
         if cam_out is None:
-            cam_out = cam.scaled(Wc, Hc)
-        elif (Wc, Hc) != cam_out.size:
+            cam_out = cam.scaled(img.shape[1], img.shape[0])
+        elif (img.shape[1], img.shape[0]) != cam_out.size:
             raise ValueError(f"{source}: frame size changes within the source (frame {n})")
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise ValueError(f"{source}: could not encode frame {n}")
-        (out / "frames" / f"{n:06d}.jpg").write_bytes(buf.tobytes())
+        write_jpeg(out / "frames" / f"{n:06d}.jpg", img, 95)
         n += 1
         if progress:
             progress(n, total)

@@ -52,3 +52,14 @@ def read_image(path: str | Path, *, rgb: bool = True, flags: int = cv2.IMREAD_CO
     if rgb and img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
+
+
+def write_jpeg(path: str | Path, image: np.ndarray, quality: int = 92, *, rgb: bool = True) -> Path:
+    """Encode ``image`` (RGB unless ``rgb=False``) as JPEG into ``path``; DataError if it cannot be encoded."""
+    path = Path(path)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image,
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise DataError(f"{path}: could not encode the image as JPEG")
+    path.write_bytes(buf.tobytes())
+    return path
