@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,10 +16,12 @@ from perception.eval.runner import EvalOptions, preprocess
 from perception.nn import resolve_model
 
 
-def iter_predictions(model_spec: str, opts: EvalOptions, score_thresh: float = 0.3) -> Iterator[tuple]:
+def iter_predictions(model_spec: str, opts: EvalOptions, score_thresh: float = 0.3,
+                     image_filter: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[tuple]:
     """``(sample, views, prediction, depth)`` per frame: the preprocessed camera views
     (:func:`perception.eval.runner.preprocess`), the model's :class:`Prediction` for their batch and
-    its depth as a ``[cameras, H, W]`` numpy array. Stops after ``opts.frames`` frames if given."""
+    its depth as a ``[cameras, H, W]`` numpy array. Stops after ``opts.frames`` frames if given.
+    ``image_filter`` (uint8 HxWx3 -> same) changes each network input before the model sees it."""
     model = resolve_model(model_spec)
     pred = TorchPredictor(model, score_thresh=score_thresh)
     samples, _, dense = open_dataset(opts)
@@ -27,7 +29,8 @@ def iter_predictions(model_spec: str, opts: EvalOptions, score_thresh: float = 0
         if opts.frames and k >= opts.frames:
             break
         views = [preprocess(s, c, opts.size, dense) for c in range(len(s.cameras))]
-        images = torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).float().div_(255.0)
+        inputs = [v.image if image_filter is None else image_filter(v.image) for v in views]
+        images = torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float().div_(255.0)
         K = torch.from_numpy(np.stack([v.camera.K for v in views])).float()
         out = pred(images, K)
         yield s, views, out, out.depth.reshape(len(views), *opts.size).numpy()

@@ -189,6 +189,14 @@ def test_training_reduces_the_loss(tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
+def test_config_paths_expand_the_home_folder():
+    from perception.train.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"out": "~/runs/x", "init": "~/w.safetensors"})
+    assert cfg.out == str(Path.home() / "runs" / "x") and cfg.init == str(Path.home() / "w.safetensors")
+    assert TrainConfig.from_dict({"out": "runs/x"}).out == "runs/x"
+
+
 def test_unknown_config_keys_are_errors(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model: rep-n\nlearning_rate: 3\n")
@@ -364,6 +372,26 @@ def test_camera_response_randomisation_is_off_by_default_and_seeded_when_on():
     assert a[:, ::8].astype(int).mean() < 245           # the stripes are blurred
     vig = _camera_response(img, np.random.default_rng(2), AugmentConfig(vignette=0.5))
     assert vig[0, 1].mean() < vig[32, 49].mean()        # corners darker than the centre
+
+
+def test_surface_detail_adds_fine_texture_but_not_to_the_sky():
+    from perception.train.data import _surface_detail
+
+    img = np.full((128, 192, 3), 120, np.uint8)
+    depth = np.full((128, 192), 10.0, np.float32)
+    depth[:40] = 0.0                                    # rendered sky: no depth
+    outs = [_surface_detail(img, np.random.default_rng(k), depth) for k in range(8)]
+    for out in outs:
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        assert np.array_equal(out[:40], img[:40])       # the sky stays smooth
+    # fine texture somewhere below: neighbouring pixels differ (high frequency, not a gain change)
+    grads = [np.abs(np.diff(o[40:, :, 0].astype(int), axis=1)).mean() for o in outs]
+    assert max(grads) > 2.0
+    again = _surface_detail(img, np.random.default_rng(3), depth)
+    assert np.array_equal(again, outs[3]) and not np.array_equal(outs[3], outs[4])
+    assert np.array_equal(outs[0][..., 0], outs[0][..., 2])   # luminance only: grey stays grey
+    free = _surface_detail(img, np.random.default_rng(5), None)   # without depth the whole frame may get it
+    assert not np.array_equal(free[:40], img[:40]) or not np.array_equal(free[40:], img[40:])
 
 
 def test_tiled_teacher_keeps_whole_cars_and_adds_distant_ones(shared_data):

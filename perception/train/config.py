@@ -71,6 +71,9 @@ class TrainConfig:
             d["size"] = tuple(d["size"])
         if isinstance(d.get("data"), str):
             d["data"] = [d["data"]]
+        for key in ("out", "init"):   # "~/..." means the home folder, as on the command line
+            if isinstance(d.get(key), str):
+                d[key] = str(Path(d[key]).expanduser())
         cfg = cls(**d)
         if cfg.amp not in ("bf16", "fp16", "none"):
             raise ValueError(f"{where}: amp must be bf16, fp16 or none, got {cfg.amp!r}")

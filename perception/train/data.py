@@ -37,6 +37,10 @@ class AugmentConfig:
     blur: float = 0.0           # probability of a Gaussian or horizontal motion blur (defocus, motion)
     jpeg: float = 0.0           # probability of a JPEG round trip at quality 25-90 (compressed dashcam video)
     vignette: float = 0.0       # up to this darkening at the corners (lens fall-off)
+    # scene-texture randomisation (0 = off): probability of fine random surface texture in random
+    # regions. Rendered surfaces are smooth where real ones (foliage, brick, gravel) are full of fine
+    # detail; a model trained on smooth surfaces reads fine detail as "far" (docs/training.md).
+    detail: float = 0.0
     min_box_px: float = 3.0  # smaller boxes (after resize) become ignore regions
     min_visible: float = 0.1  # boxes less visible than this become ignore regions
 
@@ -128,6 +132,9 @@ def make_item(sample: Sample, cam_index: int, out_hw: tuple[int, int], rng: np.r
         centre_cam = centre_cam * np.array([-1.0, 1.0, 1.0])
         yaw = np.pi - yaw
     if use_aug:
+        if aug.detail and rng.random() < aug.detail:
+            dense = depth is not None and bool(sample.extras.get("depth_dense", True))
+            image = _surface_detail(image, rng, depth if dense else None)
         image = _photometric(image, rng, aug)
 
     K = new_cam.K
@@ -200,6 +207,31 @@ def _camera_response(image: np.ndarray, rng: np.random.Generator, aug: AugmentCo
         if ok:
             out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return out
+
+
+def _surface_detail(image: np.ndarray, rng: np.random.Generator, depth: np.ndarray | None) -> np.ndarray:
+    """Fine random texture (band-limited noise, 0.5-2 px, sometimes stretched along one axis,
+    3-20 % luminance modulation) over random smooth blobs of the image, multiplicative so that dark
+    stays dark. With a dense depth map the sky (no depth) stays smooth, as a real sky is.
+
+    Decorrelates "fine detail" from "far away": on real frames a 1-pixel blur halved rep-s's KITTI
+    depth error, i.e. the model had learned from the smooth renderer that detail means distance.
+    """
+    H, W = image.shape[:2]
+    cv2.setRNGSeed(int(rng.integers(2**31 - 1)))
+    tex = np.empty((H, W), np.float32)
+    cv2.randn(tex, 0.0, 1.0)
+    sx = float(rng.uniform(0.5, 2.0))
+    sy = sx * float(rng.uniform(0.3, 3.0)) if rng.random() < 0.4 else sx
+    tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=sx, sigmaY=sy)
+    tex *= 1.0 / (float(tex.std()) + 1e-6)
+    blobs = np.empty((max(2, H // 32), max(2, W // 32)), np.float32)
+    cv2.randn(blobs, 0.0, 1.0)
+    mask = np.clip((cv2.resize(blobs, (W, H), interpolation=cv2.INTER_LINEAR) - rng.uniform(-1.0, 0.5)) * 1.5, 0, 1)
+    if depth is not None:
+        mask *= depth > 0
+    gain = 1.0 + float(rng.uniform(0.03, 0.2)) * mask * tex
+    return (image * gain[..., None]).round().clip(0, 255).astype(np.uint8)
 
 
 def _sensor_noise(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
