@@ -225,6 +225,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code != 0
     bad = CliRunner().invoke(app, ["synth", "--barriers", "1.5", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--barriers must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--roadworks", "2", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--roadworks must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -270,6 +272,26 @@ def test_roadside_barriers_are_opt_in_and_leave_the_rest_of_the_world_alone():
     assert len(World(4, WorldConfig(**cfg, barriers=0.0)).static.kind) == n
 
 
+def test_roadworks_barriers_are_opt_in_coloured_and_near_the_ego():
+    cfg = dict(scenery="urban", duration=5.0)
+    plain, works = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, roadworks=1.0))
+    n = len(plain.static.kind)
+    np.testing.assert_array_equal(works.static.center[:n], plain.static.center)    # same world ...
+    assert [a.s for a in works.agents] == [a.s for a in plain.agents]               # ... and traffic
+    c, col = works.static.center[n:], works.static.color[n:]
+    assert len(c) >= 2 * 3 * 5                              # two runs of >= 5 segments, 3 boxes each
+    white = np.abs(col - col.mean(1, keepdims=True)).max(1) < 0.05
+    assert 0.3 < white.mean() < 0.7                         # segments alternate colour and white
+    assert (col[~white][:, 0] > 2 * col[~white][:, 2]).all()    # red, orange or yellow: not grey
+    lay = works.layout
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    assert bool((surf["dc"] > lay.curb).all())              # off the carriageway and the curb
+    ego_xy = lay.pose(np.array([150.0]), 0.0)
+    dist = np.hypot(c[:, 0] - ego_xy[0][0], c[:, 1] - ego_xy[1][0])
+    assert dist.min() < 70                                  # where the cameras see them
+    assert bool((works.static.sem[n:] == SEM["building"]).all())
+
+
 def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     from perception.train.sources import parse_synth_spec, synth_cache_dir
 
@@ -279,6 +301,10 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     base = synth_cache_dir("synth:front_wide,seed=5", (64, 96), tmp_path)
     assert synth_cache_dir("synth:front_wide,seed=5,barriers=0", (64, 96), tmp_path) == base   # old caches stay valid
     assert synth_cache_dir("synth:front_wide,seed=5,barriers=0.5", (64, 96), tmp_path) != base
+    assert synth_cache_dir("synth:front_wide,seed=5,roadworks=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,roadworks=0.5", (64, 96), tmp_path) != base
+    with pytest.raises(ValueError, match="roadworks must be a probability"):
+        parse_synth_spec("synth:front_wide,roadworks=-1")
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

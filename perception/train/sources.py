@@ -7,7 +7,8 @@
 ``synth:surround6,frames=2000,seed=1000,episode_frames=4,fps=2`` renders 2000 six-camera frames
 of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) into a cache
 folder keyed by the spec and the image size (``barriers=P``: roadside concrete barriers and
-guard rails, ``WorldConfig.barriers``; default 0). Rendering is resumable: complete frames already
+guard rails, ``WorldConfig.barriers``; ``roadworks=P``: runs of plastic road-works barriers,
+``WorldConfig.roadworks``; both default 0). Rendering is resumable: complete frames already
 in the cache are kept, so an interrupted render continues where it stopped.
 """
 
@@ -33,7 +34,8 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "barriers": float}
+SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "barriers": float,
+              "roadworks": float}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int}
 VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
@@ -58,10 +60,11 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected synth:RIG[,key=value...]")
-    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, "barriers": 0.0}
+    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, "barriers": 0.0, "roadworks": 0.0}
     opts = _parse_options(spec, parts[1:], SYNTH_KEYS, opts)
-    if not 0.0 <= opts["barriers"] <= 1.0:
-        raise ValueError(f"data spec {spec!r}: barriers must be a probability in 0..1")
+    for key in ("barriers", "roadworks"):
+        if not 0.0 <= opts[key] <= 1.0:
+            raise ValueError(f"data spec {spec!r}: {key} must be a probability in 0..1")
     return parts[0], opts
 
 
@@ -71,8 +74,9 @@ def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
     renders only the new ones."""
     rig, opts = parse_synth_spec(spec)
     ident = f"{rig}|{opts['seed']}|{opts['episode_frames']}|{opts['fps']}|{size[0]}x{size[1]}|v1"
-    if opts["barriers"]:                      # worlds without barriers keep their old keys
-        ident += f"|barriers={opts['barriers']}"
+    for key in ("barriers", "roadworks"):    # worlds without them keep their old keys
+        if opts[key]:
+            ident += f"|{key}={opts[key]}"
     key = hashlib.sha1(ident.encode()).hexdigest()[:10]
     return (cache_root or CACHE_ROOT) / f"synth-{Path(rig).stem}-{key}"
 
@@ -95,7 +99,7 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
         return out
     log.info("rendering %d of %d synthetic frames into %s", len(todo), frames, out)
     args = (rig, int(opts["seed"]), frames, tuple(size), float(opts["fps"]), int(opts["episode_frames"]),
-            float(opts["barriers"]), str(out))
+            float(opts["barriers"]), float(opts["roadworks"]), str(out))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     if workers == 1:
         for n, i in enumerate(todo):
@@ -133,12 +137,12 @@ def _render_frames(args: tuple, indices: list[int]) -> int:
 
     from perception.data.synth.scene import WorldConfig
 
-    rig, seed, frames, size, fps, episode_frames, barriers, out = args
+    rig, seed, frames, size, fps, episode_frames, barriers, roadworks, out = args
     key = args
     if key not in _WORKER_DATASETS:
         _WORKER_DATASETS.clear()
         _WORKER_DATASETS[key] = SynthDataset(rig, seed=seed, frames=frames, size=size, fps=fps,
-                                             episode_frames=episode_frames, config=WorldConfig(barriers=barriers))
+                                             episode_frames=episode_frames, config=WorldConfig(barriers=barriers, roadworks=roadworks))
     ds = _WORKER_DATASETS[key]
     for i in indices:
         sample = ds[i]

@@ -281,6 +281,22 @@ def jersey_barrier(rng: np.random.Generator, l: float, hgt: float | None = None,
     ])
 
 
+ROADWORKS_COLORS = (np.array([0.78, 0.10, 0.08]), np.array([0.95, 0.42, 0.05]), np.array([0.92, 0.78, 0.08]))
+ROADWORKS_WHITE = np.array([0.90, 0.90, 0.87])
+
+
+def roadworks_barrier(rng: np.random.Generator, l: float, color: np.ndarray, hgt: float) -> Asset:
+    """Plastic (water-filled) road-works barrier of length ``l``: a body ``hgt`` high on a wider
+    foot, with a narrow ridge on top, in one colour (runs alternate ``color`` and white)."""
+    col = np.clip(color * rng.uniform(0.9, 1.05), 0, 1)
+    z1 = 0.25 * hgt
+    return Asset.build([
+        (BOX, (0, 0, z1 / 2), (l / 2, 0.25, z1 / 2), I3, PLAIN, col),
+        (BOX, (0, 0, (z1 + 0.9 * hgt) / 2), (l / 2 - 0.05, 0.17, (0.9 * hgt - z1) / 2), I3, PLAIN, col),
+        (BOX, (0, 0, 0.95 * hgt), (l / 2 - 0.15, 0.09, 0.05 * hgt), I3, PLAIN, col * 0.92),
+    ])
+
+
 def guard_rail(rng: np.random.Generator, l: float, top: float | None = None, grey: float | None = None) -> Asset:
     """Steel W-beam guard rail segment of length ``l``: a beam 0.55-0.8 m up (``top``) on posts
     every ~2 m."""

@@ -57,6 +57,8 @@ class WorldConfig:
     barriers: float = 0.0              # chance that a road side has concrete barriers / guard rails
                                        # (x1 rural, x0.35 suburban, x0.15 urban; own random stream,
                                        # so 0 leaves every existing seed's world unchanged)
+    roadworks: float = 0.0             # chance per road side of a 10-40 m run of plastic road-works
+                                       # barriers (own random stream, like ``barriers``)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -111,7 +113,7 @@ class World:
                          direction=1, lane=self.ego_lane, v0=float(rng.uniform(*cfg.ego_speed)))
         self.ego.speed = self.ego.v0
         self.lighting = make_lighting(rng, cfg)
-        self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers)
+        self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

@@ -28,10 +28,11 @@ class StaticScene:
     tag: np.ndarray                    # per-primitive random number for textures
 
 
-def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float
-                ) -> tuple[StaticScene, list[np.ndarray]]:
+def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
+                roadworks: float = 0.0, ego_s: float = 150.0) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers along ``lay``; returns them with the street-lamp light positions."""
+    barriers and road-works barrier runs along ``lay``; returns them with the street-lamp light
+    positions. ``ego_s``: where along the road the ego starts (road-works runs are placed near it)."""
     parts: list[dict[str, np.ndarray]] = []
     lamp_lights: list[np.ndarray] = []
     scen = scenery
@@ -137,6 +138,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
             add(assets.traffic_light(rng), float(x[0]), float(y[0]),
                 float(hd[0]) + (math.pi if sx > 0 else 0.0), SEM["pole"])
     parts += roadside_barriers(seed, lay, scen, barriers)
+    parts += roadworks_barriers(seed, lay, roadworks, ego_s)
     keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
     cat = concat_prims(parts, keys)
     return StaticScene(**cat), lamp_lights
@@ -172,4 +174,37 @@ def roadside_barriers(seed: int, lay: RoadLayout, scenery: str, barriers: float)
                 w["tag"] = np.full(len(a), rng.random())
                 parts.append(w)
             s += seg
+    return parts
+
+
+def roadworks_barriers(seed: int, lay: RoadLayout, roadworks: float, ego_s: float) -> list[dict[str, np.ndarray]]:
+    """Runs of plastic road-works barriers (``WorldConfig.roadworks``: the chance per road side),
+    10-40 m long, starting 30 m behind to 60 m ahead of the ego's start ``ego_s``, on the sidewalk about 1 m
+    beyond the curb: segments of 1.2-2 m alternating red, orange or yellow with
+    white. Real ones are common in towns; without them the detector called a row of red-and-white
+    barriers a row of cars (nuScenes keyframe, docs/benchmarks.md section 8)."""
+    if roadworks <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x20AD]))   # not the world's main stream
+    parts = []
+    for side in (-1, 1):
+        if rng.random() >= roadworks:
+            continue
+        color = assets.ROADWORKS_COLORS[rng.integers(len(assets.ROADWORKS_COLORS))]
+        seg, hgt = float(rng.uniform(1.2, 2.0)), float(rng.uniform(0.8, 1.0))
+        dd = side * (lay.half_width + lay.curb + 0.95)        # behind any concrete barrier or rail
+        s = float(np.clip(ego_s + rng.uniform(-30, 60), 0.0, lay.length - 50))
+        end = min(lay.length - 5.0, s + float(rng.uniform(10, 40)))
+        k = 0
+        while s + seg < end:
+            sc = s + seg / 2
+            if not any(abs(c.s_main - sc) < c.half_width + lay.curb + lay.sidewalk + seg for c in lay.crossings):
+                x, y, hd = lay.pose(np.array([sc]), dd)
+                a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
+                w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + (math.pi if side > 0 else 0.0))
+                w["sem"] = np.full(len(a), SEM["building"])
+                w["tag"] = np.full(len(a), rng.random())
+                parts.append(w)
+            s += seg
+            k += 1
     return parts
