@@ -105,7 +105,9 @@ def train_config(opts: AdaptOptions, name: str, init: str, footage: Footage, syn
                        steps=opts.steps, lr=opts.lr, warmup_steps=min(50, max(1, opts.steps // 10)), ema_decay=0.999,
                        amp=opts.amp, seed=opts.seed, workers=opts.workers, ckpt_minutes=opts.ckpt_minutes,
                        log_every=max(1, min(10, opts.steps)), device=opts.device, selfsup_batch=2,
-                       augment=AugmentConfig(scale=(0.8, 1.5)))
+                       # fine texture on the smooth rendered replay, as in rep-s stage 10: without it
+                       # the replay teaches "fine detail = far away" again (docs/training.md)
+                       augment=AugmentConfig(scale=(0.8, 1.5), detail=0.5))
 
 
 def adapt(opts: AdaptOptions, resume: bool = False, progress: Progress | None = None,
