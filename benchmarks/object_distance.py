@@ -2,6 +2,7 @@
 
     python benchmarks/object_distance.py kitti ../shared/data/kitti_000008 192x608 [MODEL]
     python benchmarks/object_distance.py nuscenes ../shared/data/nuscenes_keyframe 256x448 [MODEL]
+    python benchmarks/object_distance.py synth - 256x448 [MODEL] [FRAMES]    # the test split (seed 90000)
 
 For every detection (score >= 0.3) matching a ground-truth car or truck (IoU > 0.5), the camera z
 of the object from the detection head (``head``), the dense depth map (``dense``), the ground
@@ -18,10 +19,13 @@ from perception.eval.runner import EvalOptions
 from perception.pipeline.lifting import lift_detections
 
 
-def matched_distances(dataset: str, data: str, size: tuple[int, int], model_spec: str = "rep-s") -> np.ndarray:
-    """``[N, 5]``: true z, head, dense, ground and chosen distance of each matched car/truck."""
+def matched_distances(dataset: str, data: str | None, size: tuple[int, int], model_spec: str = "rep-s",
+                      frames: int = 20) -> np.ndarray:
+    """``[N, 5]``: true z, head, dense, ground and chosen distance of each matched car/truck
+    (``frames``: how many frames of the synthetic test split, for ``dataset="synth"``)."""
     rows = []
-    opts = EvalOptions(dataset=dataset, data=data, size=size)
+    opts = EvalOptions(dataset="synth", seed=90000, frames=frames, size=size) if dataset == "synth" else \
+        EvalOptions(dataset=dataset, data=data, size=size)
     for s, pre, out, depth in iter_predictions(model_spec, opts):
         for c, p in enumerate(pre):
             objs = lift_detections(out.detections[c], depth[c], p.camera)
@@ -41,7 +45,8 @@ def main() -> None:
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     size = tuple(int(v) for v in sys.argv[3].split("x"))
-    a = matched_distances(sys.argv[1], sys.argv[2], size, sys.argv[4] if len(sys.argv) > 4 else "rep-s")
+    a = matched_distances(sys.argv[1], sys.argv[2], size, sys.argv[4] if len(sys.argv) > 4 else "rep-s",
+                          int(sys.argv[5]) if len(sys.argv) > 5 else 20)
     print(len(a), "matched cars/trucks")
     for k, name in enumerate(["head", "dense", "ground", "chosen"], 1):
         r = a[:, k] / a[:, 0]

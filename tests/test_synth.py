@@ -227,6 +227,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--barriers must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--roadworks", "2", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--roadworks must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--shrubs", "-0.1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--shrubs must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -292,6 +294,30 @@ def test_roadworks_barriers_are_opt_in_coloured_and_near_the_ego():
     assert bool((works.static.sem[n:] == SEM["building"]).all())
 
 
+@pytest.mark.parametrize("scenery", ["urban", "suburban", "rural"])
+def test_roadside_shrubs_are_opt_in_low_vegetation_beside_the_road(scenery):
+    from perception.data.synth import assets
+
+    cfg = dict(scenery=scenery, duration=5.0)
+    plain, green = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, shrubs=1.0))
+    n = len(plain.static.kind)
+    np.testing.assert_array_equal(green.static.center[:n], plain.static.center)    # same world ...
+    assert [a.s for a in green.agents] == [a.s for a in plain.agents]               # ... and traffic
+    st = green.static
+    c, half, mat = st.center[n:], st.half[n:], st.mat[n:]
+    assert (mat == assets.FOLIAGE).sum() > 100              # rows of bushes along both sides
+    assert bool((st.sem[n:] == SEM["vegetation"]).all())
+    assert ((c[:, 2] + half[:, 2]) < 3.2).all()             # low: bushes and planters, not trees
+    lay = green.layout
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    assert bool((surf["dc"] > lay.curb).all())              # off the carriageway and the curb
+    planters = mat == assets.PLAIN
+    if scenery == "rural":
+        assert not planters.any()                           # raised planters only in towns
+    else:
+        assert planters.any() and bool((surf["dc"][torch.as_tensor(planters)] < lay.curb + lay.sidewalk).all())
+
+
 def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     from perception.train.sources import parse_synth_spec, synth_cache_dir
 
@@ -305,6 +331,10 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     assert synth_cache_dir("synth:front_wide,seed=5,roadworks=0.5", (64, 96), tmp_path) != base
     with pytest.raises(ValueError, match="roadworks must be a probability"):
         parse_synth_spec("synth:front_wide,roadworks=-1")
+    assert synth_cache_dir("synth:front_wide,seed=5,shrubs=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,shrubs=0.7", (64, 96), tmp_path) != base
+    with pytest.raises(ValueError, match="shrubs must be a probability"):
+        parse_synth_spec("synth:front_wide,shrubs=1.5")
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

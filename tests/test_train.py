@@ -319,6 +319,42 @@ def test_contact_depth_is_the_ground_depth_under_the_box():
     assert z_far > z_near
 
 
+def test_far_ignore_band_covers_the_cars_too_small_for_the_teacher():
+    from perception.data.sample import Boxes2D
+    from perception.geometry.source_camera import default_camera
+    from perception.train.sources import parse_teacher_spec
+    from perception.train.teacher import far_ignore_band, with_far_ignore
+
+    cam = default_camera(640, 360, height_m=1.5)            # level: horizon at cy
+    cy, f = cam.K[1, 2], cam.fy
+    x0, y0, x1, y1 = far_ignore_band(cam, 12.0)
+    assert (x0, x1) == (0.0, 640.0)
+    # a 1.5 m car exactly 12 px tall stands at f * 1.5 / 12 m: its bottom is the band's bottom
+    d = f * 1.5 / 12.0
+    assert y1 == pytest.approx(cy + f * 1.5 / d, abs=0.01) and y0 == pytest.approx(cy - 12.0, abs=0.01)
+    # a car 30 px tall reaches below the band; one 6 px tall lies inside it
+    for px, inside in ((30.0, False), (6.0, True)):
+        dz = f * 1.5 / px
+        bottom, top = cy + f * 1.5 / dz, cy + f * 1.5 / dz - px
+        assert (y0 <= top and bottom <= y1) == inside
+    boxes = Boxes2D(boxes=np.array([[100, 150, 200, 250]], np.float32), labels=np.array([0]),
+                    ignore=np.zeros(1, bool), visibility=np.ones(1, np.float32))
+    out = with_far_ignore(boxes, cam, 12.0)
+    assert len(out.boxes) == 2 and out.ignore.tolist() == [False, True]
+    # the band is an ignore region in the training item (no negatives there), the car a positive
+    from perception.data.sample import Sample
+    sample = Sample(images=[np.zeros((360, 640, 3), np.uint8)], cameras=[cam],
+                    boxes2d=[out])
+    item = make_item(sample, 0, (180, 320), None)
+    assert len(item["boxes"]) == 1 and len(item["ignore_boxes"]) == 1
+    assert item["ignore_boxes"][0][1] == pytest.approx(y0 / 2, abs=0.6)
+    # a camera looking down at the road has no horizon in the image
+    assert far_ignore_band(default_camera(640, 360, height_m=1.5, pitch_deg=60.0), 12.0) is None
+    assert parse_teacher_spec("teacher:x.mp4,far=12")[1]["far"] == 12.0
+    with pytest.raises(ValueError, match="far must be"):
+        parse_teacher_spec("teacher:x.mp4,far=-1")
+
+
 @pytest.mark.slow
 def test_parallel_synth_render_matches_serial(tmp_path):
     """Rendering the training cache in worker processes gives byte-identical frames."""

@@ -46,6 +46,8 @@ def synth_command(
                                    "barriers or guard rails (rural; less in towns). 0 keeps every seed as before."),
     roadworks: float = typer.Option(0.0, "--roadworks", help="Chance (0-1) per road side of a 10-40 m run of red, "
                                     "orange or yellow and white plastic road-works barriers. 0 keeps every seed as before."),
+    shrubs: float = typer.Option(0.0, "--shrubs", help="Chance (0-1) per road side of bushes beyond the sidewalk "
+                                 "and (in towns) planters on it. 0 keeps every seed as before."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
     workers: int = typer.Option(0, "--workers", help="Render processes, one torch thread each (0 = one per CPU "
@@ -87,10 +89,11 @@ def synth_command(
         the_rig = resolve_rig(rig, hw)
     except (CalibrationError, KeyError, OSError) as exc:
         fail(f"--rig {rig}: {exc}")
-    for name, value in (("--barriers", barriers), ("--roadworks", roadworks)):
+    for name, value in (("--barriers", barriers), ("--roadworks", roadworks), ("--shrubs", shrubs)):
         if not 0.0 <= value <= 1.0:
             fail(f"{name} must be in 0..1, got {value}")
-    cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks)
+    cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks,
+                      shrubs=shrubs)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)

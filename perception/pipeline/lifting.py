@@ -111,7 +111,14 @@ def _ground_depths(camera: Camera, boxes: np.ndarray) -> np.ndarray:
 def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: float = 0.25,
                     max_depth: float = 150.0) -> list[LiftedObject]:
     """Lift one camera's :class:`~perception.nn.Detections` (network pixel coordinates;
-    ``camera`` is the network-resolution camera) to ego-frame objects."""
+    ``camera`` is the network-resolution camera) to ego-frame objects.
+
+    Each object's distance is the median of the three estimates that are available: the 3D
+    head, the dense depth map in the box and the ground under the box's bottom edge. Each of
+    them fails on its own (the head on cameras unlike the training ones, the dense depth on
+    boxes that show mostly background, the ground on occluded or cut-off bottoms), so no one of
+    them is trusted over the others (docs/pipeline.md, "Lifting"). ``consistent`` says whether
+    the head was within ``rel_tol`` of the other two's median."""
     n = len(det)
     if n == 0:
         return []
@@ -131,14 +138,11 @@ def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: f
         est["dense"] = d + offset if np.isfinite(d) else float("nan")
         g = float(ground[i])
         est["ground"] = g + offset if np.isfinite(g) and g < max_depth else float("nan")
+        finite = [v for v in est.values() if np.isfinite(v)]
+        z = float(np.median(finite)) if finite else float("nan")
         others = [v for k, v in est.items() if k != "head" and np.isfinite(v)]
-        consistent = True
-        z = est["head"]
-        if others:
-            ref = float(np.median(others))
-            if not np.isfinite(z) or abs(z - ref) > rel_tol * ref:
-                consistent = False
-                z = float(np.median([v for v in est.values() if np.isfinite(v)]))
+        consistent = not others or (np.isfinite(est["head"])
+                                    and abs(est["head"] - float(np.median(others))) <= rel_tol * float(np.median(others)))
         if not np.isfinite(z) or z <= 0:
             continue
         # move the centre along its pixel ray to the chosen depth

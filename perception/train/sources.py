@@ -8,7 +8,8 @@
 of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) into a cache
 folder keyed by the spec and the image size (``barriers=P``: roadside concrete barriers and
 guard rails, ``WorldConfig.barriers``; ``roadworks=P``: runs of plastic road-works barriers,
-``WorldConfig.roadworks``; both default 0). Rendering is resumable: complete frames already
+``WorldConfig.roadworks``; ``shrubs=P``: roadside bushes and planters, ``WorldConfig.shrubs``;
+all default 0). Rendering is resumable: complete frames already
 in the cache are kept, so an interrupted render continues where it stopped.
 """
 
@@ -34,9 +35,10 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "barriers": float,
-              "roadworks": float}
-TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int}
+WORLD_KEYS = ("barriers", "roadworks", "shrubs")     # WorldConfig chances; 0 leaves a world unchanged
+SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
+              **{k: float for k in WORLD_KEYS}}
+TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float}
 VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
@@ -60,9 +62,9 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected synth:RIG[,key=value...]")
-    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, "barriers": 0.0, "roadworks": 0.0}
+    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, **{k: 0.0 for k in WORLD_KEYS}}
     opts = _parse_options(spec, parts[1:], SYNTH_KEYS, opts)
-    for key in ("barriers", "roadworks"):
+    for key in WORLD_KEYS:
         if not 0.0 <= opts[key] <= 1.0:
             raise ValueError(f"data spec {spec!r}: {key} must be a probability in 0..1")
     return parts[0], opts
@@ -74,7 +76,7 @@ def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
     renders only the new ones."""
     rig, opts = parse_synth_spec(spec)
     ident = f"{rig}|{opts['seed']}|{opts['episode_frames']}|{opts['fps']}|{size[0]}x{size[1]}|v1"
-    for key in ("barriers", "roadworks"):    # worlds without them keep their old keys
+    for key in WORLD_KEYS:    # worlds without them keep their old keys
         if opts[key]:
             ident += f"|{key}={opts[key]}"
     key = hashlib.sha1(ident.encode()).hexdigest()[:10]
@@ -99,7 +101,7 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
         return out
     log.info("rendering %d of %d synthetic frames into %s", len(todo), frames, out)
     args = (rig, int(opts["seed"]), frames, tuple(size), float(opts["fps"]), int(opts["episode_frames"]),
-            float(opts["barriers"]), float(opts["roadworks"]), str(out))
+            tuple(float(opts[k]) for k in WORLD_KEYS), str(out))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     if workers == 1:
         for n, i in enumerate(todo):
@@ -137,12 +139,12 @@ def _render_frames(args: tuple, indices: list[int]) -> int:
 
     from perception.data.synth.scene import WorldConfig
 
-    rig, seed, frames, size, fps, episode_frames, barriers, roadworks, out = args
+    rig, seed, frames, size, fps, episode_frames, world, out = args
     key = args
     if key not in _WORKER_DATASETS:
         _WORKER_DATASETS.clear()
         _WORKER_DATASETS[key] = SynthDataset(rig, seed=seed, frames=frames, size=size, fps=fps,
-                                             episode_frames=episode_frames, config=WorldConfig(barriers=barriers, roadworks=roadworks))
+                                             episode_frames=episode_frames, config=WorldConfig(**dict(zip(WORLD_KEYS, world))))
     ds = _WORKER_DATASETS[key]
     for i in indices:
         sample = ds[i]
@@ -152,16 +154,21 @@ def _render_frames(args: tuple, indices: list[int]) -> int:
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
-    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5][,tiles=1]`` -> (source, options).
+    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5][,tiles=1][,far=PX]`` -> (source, options).
     ``tiles=1`` (default) also runs the teacher on 2x2 tiles, so distant cars are labels or ignore
-    regions rather than background (:meth:`perception.train.teacher.YoloxTeacher.tiled`)."""
+    regions rather than background (:meth:`perception.train.teacher.YoloxTeacher.tiled`).
+    ``far=PX`` (default 0: off) makes the band around the horizon where a car would be under PX
+    pixels tall an ignore region (:func:`perception.train.teacher.far_ignore_band`)."""
     body = spec[len("teacher:"):].replace("$SHARED_DATA", str(SHARED_DATA))
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
     opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
-                                          "score": 0.5, "repeat": 1, "tiles": 1}
-    return parts[0], _parse_options(spec, parts[1:], TEACHER_KEYS, opts)
+                                          "score": 0.5, "repeat": 1, "tiles": 1, "far": 0.0}
+    _parse_options(spec, parts[1:], TEACHER_KEYS, opts)
+    if opts["far"] < 0:
+        raise ValueError(f"data spec {spec!r}: far must be >= 0 pixels")
+    return parts[0], opts
 
 
 def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[int, int], None] | None = None
@@ -173,10 +180,11 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
     the synthetic data."""
     from perception.data.readers.video import VideoReader
     from perception.geometry.source_camera import camera_for_source
-    from perception.train.teacher import YoloxTeacher, contact_depth
+    from perception.train.teacher import YoloxTeacher, contact_depth, with_far_ignore
 
     source, opts = parse_teacher_spec(spec)
-    ident = {k: v for k, v in opts.items() if k != "repeat"}
+    # far=0 (off) leaves the key out, so caches made before the option existed stay valid
+    ident = {k: v for k, v in opts.items() if k != "repeat" and not (k == "far" and not v)}
     key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v2".encode()).hexdigest()[:10]
     out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
     if (out / "meta.json").is_file():
@@ -191,6 +199,8 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
         sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"]), tiles=bool(opts["tiles"]))
                           for img in sample.images]
         depth = [contact_depth(b, cam) for b, cam in zip(sample.boxes2d, sample.cameras)]
+        if opts["far"]:
+            sample.boxes2d = [with_far_ignore(b, cam, float(opts["far"])) for b, cam in zip(sample.boxes2d, sample.cameras)]
         sample.depth = [d if d is not None else np.zeros((c.height, c.width), np.float32)
                         for d, c in zip(depth, sample.cameras)] if any(d is not None for d in depth) else None
         sample.extras["depth_dense"] = False

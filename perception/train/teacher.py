@@ -127,6 +127,48 @@ class YoloxTeacher:
 VEHICLES = ("car", "truck", "bus")
 
 
+def far_ignore_band(camera: Camera, min_px: float, car_height: float = 1.5) -> np.ndarray | None:
+    """``[x0, y0, x1, y1]``: the image rows around the horizon where a car on the road would be
+    shorter than ``min_px`` pixels, or None when the horizon is not in the image.
+
+    The teacher cannot see cars that small, so its silence there is no evidence of background:
+    as an ignore region the band keeps distant cars from becoming negatives (the student learns
+    them from the synthetic frames), while boxes the teacher does find there still train as
+    positives. A car ``car_height`` m tall whose image height is ``min_px`` stands at
+    ``d = fy * car_height / min_px``; its bottom is ``fy * camera_height / d`` rows below the
+    horizon and its top ``min_px`` rows above that, and every smaller car lies between.
+    """
+    T = np.asarray(camera.T_ego_cam, np.float64)
+    fwd = T[:3, 2].copy()
+    fwd[2] = 0.0
+    if np.linalg.norm(fwd) < 1e-6:                          # looking straight down or up
+        return None
+    far = T[:3, 3] + 1e5 * fwd / np.linalg.norm(fwd)
+    far[2] = 0.0
+    uv, z = camera.project(far[None], apply_distortion=False)
+    if not z[0] > 0:
+        return None
+    v_h = float(uv[0, 1])
+    below = min_px * float(T[2, 3]) / car_height            # bottom of the largest car in the band
+    y0, y1 = max(0.0, v_h - min_px), min(float(camera.height), v_h + below)
+    if y1 - y0 < 1.0:
+        return None
+    return np.array([0.0, y0, float(camera.width), y1], np.float32)
+
+
+def with_far_ignore(boxes: Boxes2D, camera: Camera, min_px: float, classes: tuple[str, ...] = CLASSES) -> Boxes2D:
+    """``boxes`` plus :func:`far_ignore_band` as one ignore region (labelled "car")."""
+    band = far_ignore_band(camera, min_px)
+    if band is None:
+        return boxes
+    n = len(boxes.boxes)
+    ignore = np.asarray(boxes.ignore, bool) if boxes.ignore is not None else np.zeros(n, bool)
+    vis = np.asarray(boxes.visibility, np.float32) if boxes.visibility is not None else np.ones(n, np.float32)
+    return Boxes2D(boxes=np.concatenate([np.asarray(boxes.boxes, np.float32).reshape(-1, 4), band[None]]),
+                   labels=np.concatenate([np.asarray(boxes.labels, np.int64), [classes.index("car")]]),
+                   ignore=np.concatenate([ignore, [True]]), visibility=np.concatenate([vis, [1.0]]))
+
+
 def contact_depth(boxes: Boxes2D, camera: Camera, classes: tuple[str, ...] = CLASSES, *, min_depth: float = 2.0,
                   max_depth: float = 40.0, margin_px: float = 2.0) -> np.ndarray | None:
     """Sparse metric depth ``[H, W]`` (0 = unknown) on real frames from where vehicles touch the road.

@@ -260,6 +260,39 @@ def hedge(rng: np.random.Generator, l: float) -> Asset:
     return Asset.build([(BOX, (0, 0, hgt / 2), (l / 2, 0.4, hgt / 2), I3, HEDGE, np.clip(col, 0, 1))])
 
 
+def shrub(rng: np.random.Generator, size: float = 1.0) -> Asset:
+    """Low bush on the ground: one to three overlapping foliage ellipsoids, 0.4-1.6 m high
+    (times ``size``), in greens from dark to yellowish."""
+    leaf = np.array([0.11, 0.22, 0.06]) * rng.uniform(0.55, 1.5) * rng.uniform(0.85, 1.15, 3)
+    if rng.random() < 0.2:
+        leaf = np.array([0.30, 0.32, 0.10]) * rng.uniform(0.7, 1.2)          # light / yellowish
+    prims = []
+    for k in range(int(rng.integers(1, 4))):
+        rx, ry = rng.uniform(0.35, 1.2, 2) * size
+        rz = rng.uniform(0.25, 0.8) * size
+        x = rng.uniform(-0.8, 0.8) * size * (k > 0)
+        y = rng.uniform(-0.3, 0.3) * size * (k > 0)
+        prims.append((ELL, (x, y, 0.85 * rz), (rx, ry, rz), rot_z(rng.uniform(0, 3)), FOLIAGE,
+                      np.clip(leaf * rng.uniform(0.85, 1.15), 0, 1)))
+    return Asset.build(prims)
+
+
+def planter(rng: np.random.Generator, l: float) -> Asset:
+    """Raised concrete planter box (0.4-0.9 m) of length ``l`` with bushes on top, as on town
+    sidewalks and building forecourts."""
+    hgt, w = rng.uniform(0.4, 0.9), rng.uniform(0.6, 1.3)
+    grey = np.array([0.55, 0.54, 0.51]) * rng.uniform(0.6, 1.25)
+    leaf = np.array([0.10, 0.22, 0.06]) * rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 3)
+    prims = [(BOX, (0, 0, hgt / 2), (l / 2, w / 2, hgt / 2), I3, PLAIN, np.clip(grey, 0, 1))]
+    n = max(1, int(l / 1.2))
+    for i in range(n):
+        x = -l / 2 + (i + 0.5) * l / n
+        rz = rng.uniform(0.25, 0.7)
+        prims.append((ELL, (x, 0, hgt + 0.6 * rz), (min(l / n, 1.4) * rng.uniform(0.5, 0.75), w / 2 * 0.95, rz),
+                      I3, FOLIAGE, np.clip(leaf * rng.uniform(0.85, 1.15), 0, 1)))
+    return Asset.build(prims)
+
+
 def wall(rng: np.random.Generator, l: float) -> Asset:
     hgt = rng.uniform(0.6, 2.0)
     col = FACADE_COLORS[rng.integers(len(FACADE_COLORS))] * rng.uniform(0.7, 1.1)

@@ -59,6 +59,8 @@ class WorldConfig:
                                        # so 0 leaves every existing seed's world unchanged)
     roadworks: float = 0.0             # chance per road side of a 10-40 m run of plastic road-works
                                        # barriers (own random stream, like ``barriers``)
+    shrubs: float = 0.0                # chance per road side of bushes beyond the sidewalk and (in
+                                       # towns) planters on it (own random stream, like ``barriers``)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -113,7 +115,8 @@ class World:
                          direction=1, lane=self.ego_lane, v0=float(rng.uniform(*cfg.ego_speed)))
         self.ego.speed = self.ego.v0
         self.lighting = make_lighting(rng, cfg)
-        self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start)
+        self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start,
+                                                        cfg.shrubs)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

@@ -29,10 +29,11 @@ class StaticScene:
 
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
-                roadworks: float = 0.0, ego_s: float = 150.0) -> tuple[StaticScene, list[np.ndarray]]:
+                roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0
+                ) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers and road-works barrier runs along ``lay``; returns them with the street-lamp light
-    positions. ``ego_s``: where along the road the ego starts (road-works runs are placed near it)."""
+    barriers, road-works barrier runs and bushes along ``lay``; returns them with the street-lamp
+    light positions. ``ego_s``: where along the road the ego starts (road-works runs are placed near it)."""
     parts: list[dict[str, np.ndarray]] = []
     lamp_lights: list[np.ndarray] = []
     scen = scenery
@@ -139,6 +140,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
                 float(hd[0]) + (math.pi if sx > 0 else 0.0), SEM["pole"])
     parts += roadside_barriers(seed, lay, scen, barriers)
     parts += roadworks_barriers(seed, lay, roadworks, ego_s)
+    parts += roadside_shrubs(seed, lay, scen, shrubs)
     keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
     cat = concat_prims(parts, keys)
     return StaticScene(**cat), lamp_lights
@@ -207,4 +209,50 @@ def roadworks_barriers(seed: int, lay: RoadLayout, roadworks: float, ego_s: floa
                 parts.append(w)
             s += seg
             k += 1
+    return parts
+
+
+def roadside_shrubs(seed: int, lay: RoadLayout, scenery: str, shrubs: float) -> list[dict[str, np.ndarray]]:
+    """Bushes and planters beside the road (``WorldConfig.shrubs``: the chance that a road side has
+    them): rows of low bushes beyond the sidewalk (front gardens, verges), and in towns bushes in
+    raised planters on the sidewalk's road side. Real streets are full of them 3-15 m from the
+    camera; without them the model read real bushes and planters as far away (nuScenes and
+    KITTI depth, docs/training.md "Real roads")."""
+    if shrubs <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B0B]))   # not the world's main stream
+    parts = []
+
+    def place(a: Asset, s: float, dd: float, yaw: float = 0.0) -> None:
+        x, y, hd = lay.pose(np.array([s]), dd)
+        w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + yaw)
+        w["sem"] = np.full(len(a), SEM["vegetation"])
+        w["tag"] = np.full(len(a), rng.random())
+        parts.append(w)
+
+    def clear_of_crossings(s: float, margin: float) -> bool:
+        return not any(abs(c.s_main - s) < c.half_width + lay.curb + lay.sidewalk + margin for c in lay.crossings)
+
+    for side in (-1, 1):
+        if rng.random() >= shrubs:
+            continue
+        # bush rows beyond the sidewalk: runs of 5-40 m with gaps, 0.3-3 m behind its outer edge
+        s = float(rng.uniform(0, 10))
+        behind = float(rng.uniform(0.3, 1.0 if scenery == "urban" else 3.0))
+        while s < lay.length:
+            run_end = s + float(rng.uniform(5, 40))
+            while s < run_end and s < lay.length:
+                if clear_of_crossings(s, 1.0):
+                    place(assets.shrub(rng, float(rng.uniform(0.8, 2.0))), s,
+                          side * (lay.outer + behind + float(rng.uniform(0.0, 1.0))), float(rng.uniform(0, 3)))
+                s += float(rng.uniform(0.8, 2.5))
+            s += float(rng.uniform(5, 40))
+        # raised planters on the sidewalk's road side (towns only)
+        if scenery != "rural" and rng.random() < 0.6:
+            s = float(rng.uniform(0, 20))
+            while s < lay.length:
+                l = float(rng.uniform(1.5, 8.0))
+                if clear_of_crossings(s, l):
+                    place(assets.planter(rng, l), s, side * (lay.half_width + lay.curb + float(rng.uniform(0.7, 1.2))))
+                s += l + float(rng.uniform(2, 15))
     return parts
