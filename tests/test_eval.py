@@ -530,6 +530,14 @@ def test_eval_video_with_teacher_reports_agreement(shared_data, tmp_path):
     assert ta["vehicle_boxes_per_image"] is not None and ta["unmatched_vehicle_boxes_per_image"] is not None
     assert m["meta"]["size"] == [128, 224]  # an explicit --size wins over auto
     assert "Agreement with the reference detector" in (out / "report.md").read_text()
+    # --teacher-tiles: the teacher also looks at 2x2 tiles, so it finds at least the same cars
+    r = CliRunner().invoke(app, ["eval", "--model", "rep-n", "--random-weights", "--dataset", "video", "--data",
+                                 str(video), "--frames", "3", "--size", "128x224", "--teacher", str(teacher),
+                                 "--teacher-tiles", "--qualitative", "0", "--out", str(tmp_path / "tiled")])
+    assert r.exit_code == 0, r.output
+    tiled = json.loads((tmp_path / "tiled" / "metrics.json").read_text())["teacher_agreement"]
+    assert tiled["teacher_tiles"] and not ta["teacher_tiles"]
+    assert tiled["reference_cars"] >= ta["reference_cars"] >= 1
 
 
 @pytest.mark.shared_data

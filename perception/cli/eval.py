@@ -44,6 +44,9 @@ def eval_command(
     agree_score: float = typer.Option(0.3, "--agree-score",
                                       help="With --teacher: our car boxes count as finding a teacher car at score"
                                            " >= this."),
+    teacher_tiles: bool = typer.Option(False, "--teacher-tiles",
+                                       help="With --teacher: run it on the image and 2x2 tiles, so distant cars it "
+                                            "misses at its 416-px input count as teacher vehicles too."),
     qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -71,7 +74,7 @@ def eval_command(
         fail(f"--agree-score must be in [--score-thresh, 1), got {agree_score}")
     opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
                        rig=rig, calib=calib, qualitative=qualitative, teacher=teacher,
-                       agree_score=agree_score)
+                       agree_score=agree_score, teacher_tiles=teacher_tiles)
     t0 = time.perf_counter()
     try:
         samples, n, dense = open_dataset(opts)

@@ -39,3 +39,5 @@ class EvalOptions:
     teacher_score: float = 0.5           # reference cars: score >= this ...
     teacher_min_height: float = 40.0     # ... and at least this tall (original pixels)
     agree_score: float = 0.3             # our car boxes counted at score >= this
+    teacher_tiles: bool = False          # reference = the teacher on the image and 2x2 tiles (sees
+                                         # distant cars the 416-px whole-image pass misses)

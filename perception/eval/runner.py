@@ -170,7 +170,8 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             n_pred += len(boxes)
             if agree is not None:
-                tb, ts, tl = teacher.raw(sample.images[c], score_thresh=min(agree.ref_score, agree.vehicle_ref_score))
+                ref = teacher.tiled if opts.teacher_tiles else teacher.raw
+                tb, ts, tl = ref(sample.images[c], score_thresh=min(agree.ref_score, agree.vehicle_ref_score))
                 agree.add(p.to_original(boxes), scores, labels == classes.index("car"),
                           tb, ts, tl == COCO_CAR, window=p.window(), pred_is_vehicle=ours_vehicle[labels],
                           ref_is_vehicle=np.isin(tl, COCO_VEHICLES))
@@ -236,7 +237,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
                                   "median_depth_m": round(float(np.median(pred_depth_median)), 3)
                                   if pred_depth_median else None}
     if agree is not None:
-        metrics["teacher_agreement"] = {**agree.compute(), "teacher": str(opts.teacher)}
+        metrics["teacher_agreement"] = {**agree.compute(), "teacher": str(opts.teacher), "teacher_tiles": opts.teacher_tiles}
     metrics["frames"] = frames
     metrics["meta"] = {**(meta or {}), "dataset": opts.dataset, "frames": frames, "classes": list(classes),
                        "size": list(opts.size), "score_thresh": opts.score_thresh,
