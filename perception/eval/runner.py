@@ -144,6 +144,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
         agree = agreement if agreement is not None else AgreementCounter(
             ref_score=opts.teacher_score, min_height=opts.teacher_min_height, score=opts.agree_score)
         ours_vehicle = np.array([c in VEHICLES for c in classes])
+        reference = teacher.tiled if opts.teacher_tiles else teacher.raw
     for f, sample in enumerate(samples):
         pre = [preprocess(sample, c, opts.size, dense_depth) for c in range(len(sample.cameras))]
         if f == 0:
@@ -170,8 +171,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             n_pred += len(boxes)
             if agree is not None:
-                ref = teacher.tiled if opts.teacher_tiles else teacher.raw
-                tb, ts, tl = ref(sample.images[c], score_thresh=min(agree.ref_score, agree.vehicle_ref_score))
+                tb, ts, tl = reference(sample.images[c], score_thresh=min(agree.ref_score, agree.vehicle_ref_score))
                 agree.add(p.to_original(boxes), scores, labels == classes.index("car"),
                           tb, ts, tl == COCO_CAR, window=p.window(), pred_is_vehicle=ours_vehicle[labels],
                           ref_is_vehicle=np.isin(tl, COCO_VEHICLES))

@@ -141,8 +141,8 @@ def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: f
         finite = [v for v in est.values() if np.isfinite(v)]
         z = float(np.median(finite)) if finite else float("nan")
         others = [v for k, v in est.items() if k != "head" and np.isfinite(v)]
-        consistent = not others or (np.isfinite(est["head"])
-                                    and abs(est["head"] - float(np.median(others))) <= rel_tol * float(np.median(others)))
+        ref = float(np.median(others)) if others else float("nan")
+        consistent = not others or abs(est["head"] - ref) <= rel_tol * ref     # False for a NaN head
         if not np.isfinite(z) or z <= 0:
             continue
         # move the centre along its pixel ray to the chosen depth

@@ -146,6 +146,22 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
     return StaticScene(**cat), lamp_lights
 
 
+def _clear_of_crossings(lay: RoadLayout, s: float, margin: float) -> bool:
+    """True when arc length ``s`` of the main road is more than ``margin`` beyond every cross road's sidewalks."""
+    return not any(abs(c.s_main - s) < c.half_width + lay.curb + lay.sidewalk + margin for c in lay.crossings)
+
+
+def _placed(lay: RoadLayout, a: Asset, s: float, dd: float, yaw: float, sem: int,
+            rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """World primitives of asset ``a`` at arc length ``s``, lateral offset ``dd``, turned ``yaw``
+    from the road's heading, labelled ``sem``, with one texture tag drawn from ``rng``."""
+    x, y, hd = lay.pose(np.array([s]), dd)
+    w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + yaw)
+    w["sem"] = np.full(len(a), sem)
+    w["tag"] = np.full(len(a), rng.random())
+    return w
+
+
 def roadside_barriers(seed: int, lay: RoadLayout, scenery: str, barriers: float) -> list[dict[str, np.ndarray]]:
     """Concrete barriers or guard rails just beyond the curb (``WorldConfig.barriers``), in
     segments of 6 m that follow the curves, broken at cross roads. Highways and rural roads
@@ -167,14 +183,10 @@ def roadside_barriers(seed: int, lay: RoadLayout, scenery: str, barriers: float)
         end = lay.length - float(rng.uniform(0, 20))
         while s + seg < end:
             sc = s + seg / 2
-            if not any(abs(c.s_main - sc) < c.half_width + lay.curb + lay.sidewalk + seg for c in lay.crossings):
-                x, y, hd = lay.pose(np.array([sc]), dd)
+            if _clear_of_crossings(lay, sc, seg):
                 a = assets.jersey_barrier(rng, seg + 0.02, **look) if concrete else \
                     assets.guard_rail(rng, seg + 0.02, **look)
-                w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + (math.pi if side > 0 else 0.0))
-                w["sem"] = np.full(len(a), SEM["building"])
-                w["tag"] = np.full(len(a), rng.random())
-                parts.append(w)
+                parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
             s += seg
     return parts
 
@@ -200,13 +212,9 @@ def roadworks_barriers(seed: int, lay: RoadLayout, roadworks: float, ego_s: floa
         k = 0
         while s + seg < end:
             sc = s + seg / 2
-            if not any(abs(c.s_main - sc) < c.half_width + lay.curb + lay.sidewalk + seg for c in lay.crossings):
-                x, y, hd = lay.pose(np.array([sc]), dd)
+            if _clear_of_crossings(lay, sc, seg):
                 a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
-                w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + (math.pi if side > 0 else 0.0))
-                w["sem"] = np.full(len(a), SEM["building"])
-                w["tag"] = np.full(len(a), rng.random())
-                parts.append(w)
+                parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
             s += seg
             k += 1
     return parts
@@ -222,17 +230,7 @@ def roadside_shrubs(seed: int, lay: RoadLayout, scenery: str, shrubs: float) -> 
         return []
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B0B]))   # not the world's main stream
     parts = []
-
-    def place(a: Asset, s: float, dd: float, yaw: float = 0.0) -> None:
-        x, y, hd = lay.pose(np.array([s]), dd)
-        w = prims_to_world(a, float(x[0]), float(y[0]), float(hd[0]) + yaw)
-        w["sem"] = np.full(len(a), SEM["vegetation"])
-        w["tag"] = np.full(len(a), rng.random())
-        parts.append(w)
-
-    def clear_of_crossings(s: float, margin: float) -> bool:
-        return not any(abs(c.s_main - s) < c.half_width + lay.curb + lay.sidewalk + margin for c in lay.crossings)
-
+    veg = SEM["vegetation"]
     for side in (-1, 1):
         if rng.random() >= shrubs:
             continue
@@ -242,9 +240,10 @@ def roadside_shrubs(seed: int, lay: RoadLayout, scenery: str, shrubs: float) -> 
         while s < lay.length:
             run_end = s + float(rng.uniform(5, 40))
             while s < run_end and s < lay.length:
-                if clear_of_crossings(s, 1.0):
-                    place(assets.shrub(rng, float(rng.uniform(0.8, 2.0))), s,
-                          side * (lay.outer + behind + float(rng.uniform(0.0, 1.0))), float(rng.uniform(0, 3)))
+                if _clear_of_crossings(lay, s, 1.0):
+                    parts.append(_placed(lay, assets.shrub(rng, float(rng.uniform(0.8, 2.0))), s,
+                                         side * (lay.outer + behind + float(rng.uniform(0.0, 1.0))),
+                                         float(rng.uniform(0, 3)), veg, rng))
                 s += float(rng.uniform(0.8, 2.5))
             s += float(rng.uniform(5, 40))
         # raised planters on the sidewalk's road side (towns only)
@@ -252,7 +251,8 @@ def roadside_shrubs(seed: int, lay: RoadLayout, scenery: str, shrubs: float) -> 
             s = float(rng.uniform(0, 20))
             while s < lay.length:
                 l = float(rng.uniform(1.5, 8.0))
-                if clear_of_crossings(s, l):
-                    place(assets.planter(rng, l), s, side * (lay.half_width + lay.curb + float(rng.uniform(0.7, 1.2))))
+                if _clear_of_crossings(lay, s, l):
+                    parts.append(_placed(lay, assets.planter(rng, l), s,
+                                         side * (lay.half_width + lay.curb + float(rng.uniform(0.7, 1.2))), 0.0, veg, rng))
                 s += l + float(rng.uniform(2, 15))
     return parts
