@@ -415,6 +415,17 @@ def test_ground_gate_drops_floating_boxes_and_keeps_grounded_ones():
     lift = Lift()
     assert lift(frame).objects == [] and lift.floating_dropped == 1
     assert len(Lift(ground_gate=None)(frame).objects) == 1
+    # shown_mask (what evaluation counts) agrees with the Lift stage, detection by detection
+    from perception.pipeline.lifting import shown_mask
+    zg = 20.0
+    cg = np.array([0.0, 0.75, zg])
+    uvg = cam.K @ cg / zg
+    grounded = _det(cg, [uvg[0] - 40, uvg[1] - 30, uvg[0] + 40, cam.K[1, 1] * 1.5 / (zg - 0.9) + cam.K[1, 2]])
+    both = Detections(*(torch.cat([getattr(frame.detections[0], k), getattr(grounded, k)]) for k in
+                        ("boxes", "scores", "labels", "center_cam", "size", "yaw")), grounded.classes)
+    depth = np.full((384, 640), z - 1.25, np.float32)
+    assert shown_mask(both, depth, cam).tolist() == [False, True]
+    assert shown_mask(both, depth, cam, gate=None).tolist() == [True, True]
 
 
 def test_yaw_conversion_kitti_to_ego():

@@ -229,6 +229,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--roadworks must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--shrubs", "-0.1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--shrubs must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--closures", "1.1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--closures must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -294,6 +296,27 @@ def test_roadworks_barriers_are_opt_in_coloured_and_near_the_ego():
     assert bool((works.static.sem[n:] == SEM["building"]).all())
 
 
+def test_lane_edge_barriers_are_opt_in_and_on_the_road_edge_near_the_ego():
+    cfg = dict(scenery="urban", duration=5.0)
+    plain, closed = World(7, WorldConfig(**cfg)), World(7, WorldConfig(**cfg, closures=1.0))
+    n = len(plain.static.kind)
+    np.testing.assert_array_equal(closed.static.center[:n], plain.static.center)   # same world ...
+    assert [a.s for a in closed.agents] == [a.s for a in plain.agents]              # ... and traffic
+    c, col = closed.static.center[n:], closed.static.color[n:]
+    assert len(c) >= 2 * 3 * 10                             # two lines of >= 10 units, 3 boxes each
+    white = np.abs(col - col.mean(1, keepdims=True)).max(1) < 0.05
+    assert 0.3 < white.mean() < 0.7                         # units alternate colour and white
+    assert (col[~white][:, 0] > 3 * col[~white][:, 2]).all()    # red or orange
+    lay = closed.layout
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    # on the road, 0.3 m beyond the outermost lane (and parking lane): the shoulder's inner edge
+    np.testing.assert_allclose(surf["dc"].numpy(), 0.3 - lay.shoulder, atol=0.05)
+    ego_xy = lay.pose(np.array([150.0]), 0.0)
+    assert np.hypot(c[:, 0] - ego_xy[0][0], c[:, 1] - ego_xy[1][0]).min() < 45     # in view
+    assert bool((closed.static.sem[n:] == SEM["building"]).all())
+    assert len(World(7, WorldConfig(**cfg, closures=0.0)).static.kind) == n
+
+
 @pytest.mark.parametrize("scenery", ["urban", "suburban", "rural"])
 def test_roadside_shrubs_are_opt_in_low_vegetation_beside_the_road(scenery):
     from perception.data.synth import assets
@@ -335,6 +358,8 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     assert synth_cache_dir("synth:front_wide,seed=5,shrubs=0.7", (64, 96), tmp_path) != base
     with pytest.raises(ValueError, match="shrubs must be a probability"):
         parse_synth_spec("synth:front_wide,shrubs=1.5")
+    assert synth_cache_dir("synth:front_wide,seed=5,closures=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,closures=0.5", (64, 96), tmp_path) != base
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

@@ -47,6 +47,9 @@ def eval_command(
     teacher_tiles: bool = typer.Option(False, "--teacher-tiles",
                                        help="With --teacher: run it on the image and 2x2 tiles, so distant cars it "
                                             "misses at its 416-px input count as teacher vehicles too."),
+    ground_gate: bool = typer.Option(True, "--ground-gate/--no-ground-gate",
+                                     help="Count only the detections `perception run` shows: drop those that "
+                                          "lift to no distance or float above the ground, as run does by default."),
     qualitative: int = typer.Option(6, "--qualitative", help="Camera images in the qualitative grid."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -74,7 +77,7 @@ def eval_command(
         fail(f"--agree-score must be in [--score-thresh, 1), got {agree_score}")
     opts = EvalOptions(dataset=dataset, data=data, seed=seed, frames=frames, size=hw, score_thresh=score_thresh,
                        rig=rig, calib=calib, qualitative=qualitative, teacher=teacher,
-                       agree_score=agree_score, teacher_tiles=teacher_tiles)
+                       agree_score=agree_score, teacher_tiles=teacher_tiles, ground_gate=ground_gate)
     t0 = time.perf_counter()
     try:
         samples, n, dense = open_dataset(opts)

@@ -41,3 +41,5 @@ class EvalOptions:
     agree_score: float = 0.3             # our car boxes counted at score >= this
     teacher_tiles: bool = False          # reference = the teacher on the image and 2x2 tiles (sees
                                          # distant cars the 416-px whole-image pass misses)
+    ground_gate: bool = True             # drop what `perception run` drops: detections that lift to no
+                                         # distance or float above the ground (pipeline.lifting.shown_mask)

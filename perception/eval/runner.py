@@ -37,6 +37,7 @@ from perception.eval.options import EvalError, EvalOptions
 from perception.eval.predictors import Predictor, as_predictor
 from perception.geometry import Camera
 from perception.geometry.resize import FrameResize, plan_resize
+from perception.pipeline.lifting import shown_mask
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
     has = {"det": False, "depth": False, "bev": False}
     per_frame_q = max(1, math.ceil(opts.qualitative / max(num_frames or 1, 1)))
     n_pred, pred_depth_median = 0, []
+    gate_on, gate_dropped = opts.ground_gate and has_3d, 0
     total = num_frames or 0
     teacher, agree = None, None
     if opts.teacher is not None:
@@ -168,6 +170,10 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             scores = d.scores.detach().cpu().numpy().astype(np.float64).reshape(-1)
             labels = pred_lut[np.clip(d.labels.detach().cpu().numpy().astype(np.int64), -1, len(pred_lut) - 1)]
             keep = labels >= 0
+            if gate_on and d.center_cam is not None and len(d.center_cam) == len(keep):
+                shown = shown_mask(d, None if depth is None else depth[c], p.camera)
+                gate_dropped += int((keep & ~shown).sum())
+                keep &= shown
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             n_pred += len(boxes)
             if agree is not None:
@@ -241,6 +247,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
     metrics["frames"] = frames
     metrics["meta"] = {**(meta or {}), "dataset": opts.dataset, "frames": frames, "classes": list(classes),
                        "size": list(opts.size), "score_thresh": opts.score_thresh,
+                       "ground_gate": gate_on, "ground_gate_dropped": gate_dropped,
                        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if opts.dataset == "synth":
         metrics["meta"]["seed"] = opts.seed

@@ -8,11 +8,10 @@ Every box gets three independent distance estimates (camera z of the object cent
 3. ``ground``: where the ray through the bottom-centre of the box meets the ground plane
    (ego z = 0), plus the same surface-to-centre offset. Only valid below the horizon.
 
-The head's value is kept when it agrees with the median of the others within
-``rel_tol``; otherwise the median of all available estimates is used and the object is
-flagged ``consistent = False``. This catches a head that is off by a scale on an unfamiliar
-camera, while a good head is never overruled by one noisy cue. The centre is moved along its
-pixel ray to the chosen depth, then transformed to ego with ``T_ego_cam``.
+The object's distance is the median of the available estimates, so no single one of them is
+trusted over the others; the object is flagged ``consistent = False`` when the head is more than
+``rel_tol`` off the median of the other two. The centre is moved along its pixel ray to the
+chosen depth, then transformed to ego with ``T_ego_cam``.
 
 Every class we detect stands on the road, so an object whose lifted box floats well above the
 ground plane is a false positive (a "truck" made of trees and sky, with its box bottom near the
@@ -31,7 +30,8 @@ from perception.geometry import Camera
 from perception.geometry.ipm import ground_depth
 from perception.geometry.transforms import transform_points
 
-__all__ = ["LiftedObject", "GroundGate", "lift_detections", "yaw_cam_to_ego", "DepthPointCloud", "DepthSmoother"]
+__all__ = ["LiftedObject", "GroundGate", "lift_detections", "shown_mask", "yaw_cam_to_ego", "DepthPointCloud",
+           "DepthSmoother"]
 
 
 @dataclass
@@ -46,6 +46,7 @@ class LiftedObject:
     depth: float                     # the chosen camera z of the centre
     estimates: dict[str, float] = field(default_factory=dict)
     consistent: bool = True
+    index: int = -1                  # position in the Detections it was lifted from
 
     @property
     def bottom_height(self) -> float:
@@ -153,8 +154,18 @@ def lift_detections(det, depth: np.ndarray | None, camera: Camera, *, rel_tol: f
             c_cam = camera.unproject(uv, z, to_ego=False)[0]
         center = transform_points(camera.T_ego_cam, c_cam[None])[0]
         out.append(LiftedObject(camera.name, names[i], float(scores[i]), box, center, size, float(yaws[i]),
-                                float(z), est, consistent))
+                                float(z), est, consistent, i))
     return out
+
+
+def shown_mask(det, depth: np.ndarray | None, camera: Camera, gate: GroundGate | None = GroundGate()) -> np.ndarray:
+    """Mask over ``det``: the detections ``perception run`` shows, i.e. those that lift to a finite
+    distance and (with ``gate``) do not float above the ground. Evaluation uses it so that its
+    figures count the boxes a user sees, not the ones the pipeline drops."""
+    mask = np.zeros(len(det), bool)
+    for o in lift_detections(det, depth, camera):
+        mask[o.index] = gate is None or not gate.floating(o)
+    return mask
 
 
 class DepthPointCloud:

@@ -61,6 +61,8 @@ class WorldConfig:
                                        # barriers (own random stream, like ``barriers``)
     shrubs: float = 0.0                # chance per road side of bushes beyond the sidewalk and (in
                                        # towns) planters on it (own random stream, like ``barriers``)
+    closures: float = 0.0              # chance per road side of a 20-80 m line of plastic barriers on
+                                       # the road's edge (own random stream, like ``barriers``)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -116,7 +118,7 @@ class World:
         self.ego.speed = self.ego.v0
         self.lighting = make_lighting(rng, cfg)
         self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start,
-                                                        cfg.shrubs)
+                                                        cfg.shrubs, cfg.closures)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

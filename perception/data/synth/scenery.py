@@ -29,11 +29,12 @@ class StaticScene:
 
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
-                roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0
+                roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0
                 ) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers, road-works barrier runs and bushes along ``lay``; returns them with the street-lamp
-    light positions. ``ego_s``: where along the road the ego starts (road-works runs are placed near it)."""
+    barriers, road-works barrier runs, bushes and lane-edge barrier lines along ``lay``; returns
+    them with the street-lamp light positions. ``ego_s``: where along the road the ego starts
+    (road-works runs and barrier lines are placed near it)."""
     parts: list[dict[str, np.ndarray]] = []
     lamp_lights: list[np.ndarray] = []
     scen = scenery
@@ -141,6 +142,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
     parts += roadside_barriers(seed, lay, scen, barriers)
     parts += roadworks_barriers(seed, lay, roadworks, ego_s)
     parts += roadside_shrubs(seed, lay, scen, shrubs)
+    parts += lane_edge_barriers(seed, lay, closures, ego_s)
     keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
     cat = concat_prims(parts, keys)
     return StaticScene(**cat), lamp_lights
@@ -215,6 +217,36 @@ def roadworks_barriers(seed: int, lay: RoadLayout, roadworks: float, ego_s: floa
             if _clear_of_crossings(lay, sc, seg):
                 a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
                 parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
+            s += seg
+            k += 1
+    return parts
+
+
+def lane_edge_barriers(seed: int, lay: RoadLayout, closures: float, ego_s: float) -> list[dict[str, np.ndarray]]:
+    """Lines of plastic barriers on the road itself (``WorldConfig.closures``: the chance per road
+    side), as around road works that take the road's edge: 20-80 m of red or orange and white
+    units along the outer edge of the outermost lane (beyond the parking lane where there is
+    one), starting 20 m behind to 40 m ahead of the ego's start ``ego_s``. Seen from the next
+    lane they are a receding row of red boxes 2-4 m away, which the detector called a row of
+    cars in the nuScenes keyframe; the sidewalk runs of ``roadworks`` are rarely in view."""
+    if closures <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC105]))   # not the world's main stream
+    parts = []
+    edge = max(lay.lanes_fwd, lay.lanes_bwd) * lay.lane_width + lay.parking + 0.3
+    for side in (-1, 1):
+        if rng.random() >= closures:
+            continue
+        color = assets.ROADWORKS_COLORS[int(rng.integers(2))]          # red or orange
+        seg, hgt = float(rng.uniform(1.2, 2.0)), float(rng.uniform(0.8, 1.1))
+        s = float(np.clip(ego_s + rng.uniform(-20, 40), 0.0, lay.length - 90))
+        end = min(lay.length - 5.0, s + float(rng.uniform(20, 80)))
+        k = 0
+        while s + seg < end:
+            sc = s + seg / 2
+            if _clear_of_crossings(lay, sc, seg):
+                a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
+                parts.append(_placed(lay, a, sc, side * edge, math.pi if side > 0 else 0.0, SEM["building"], rng))
             s += seg
             k += 1
     return parts
