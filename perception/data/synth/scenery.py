@@ -211,14 +211,23 @@ def roadworks_barriers(seed: int, lay: RoadLayout, roadworks: float, ego_s: floa
         dd = side * (lay.half_width + lay.curb + 0.95)        # behind any concrete barrier or rail
         s = float(np.clip(ego_s + rng.uniform(-30, 60), 0.0, lay.length - 50))
         end = min(lay.length - 5.0, s + float(rng.uniform(10, 40)))
-        k = 0
-        while s + seg < end:
-            sc = s + seg / 2
-            if _clear_of_crossings(lay, sc, seg):
-                a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
-                parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
-            s += seg
-            k += 1
+        parts += _barrier_line(lay, rng, s, end, seg, hgt, color, dd)
+    return parts
+
+
+def _barrier_line(lay: RoadLayout, rng: np.random.Generator, s: float, end: float, seg: float, hgt: float,
+                  color: np.ndarray, dd: float) -> list[dict[str, np.ndarray]]:
+    """Plastic barrier units of length ``seg`` from arc length ``s`` to ``end`` at lateral offset
+    ``dd``, alternating ``color`` and white, skipping cross roads."""
+    parts = []
+    k = 0
+    while s + seg < end:
+        sc = s + seg / 2
+        if _clear_of_crossings(lay, sc, seg):
+            a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
+            parts.append(_placed(lay, a, sc, dd, math.pi if dd > 0 else 0.0, SEM["building"], rng))
+        s += seg
+        k += 1
     return parts
 
 
@@ -241,14 +250,7 @@ def lane_edge_barriers(seed: int, lay: RoadLayout, closures: float, ego_s: float
         seg, hgt = float(rng.uniform(1.2, 2.0)), float(rng.uniform(0.8, 1.1))
         s = float(np.clip(ego_s + rng.uniform(-20, 40), 0.0, lay.length - 90))
         end = min(lay.length - 5.0, s + float(rng.uniform(20, 80)))
-        k = 0
-        while s + seg < end:
-            sc = s + seg / 2
-            if _clear_of_crossings(lay, sc, seg):
-                a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
-                parts.append(_placed(lay, a, sc, side * edge, math.pi if side > 0 else 0.0, SEM["building"], rng))
-            s += seg
-            k += 1
+        parts += _barrier_line(lay, rng, s, end, seg, hgt, color, side * edge)
     return parts
 
 
