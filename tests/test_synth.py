@@ -259,14 +259,21 @@ def test_parallel_rendering_gives_the_same_frames():
         assert np.allclose(a.boxes3d.center, b.boxes3d.center)
 
 
+def _with_option(seed: int, cfg: dict, **option: float) -> tuple[World, int]:
+    """The world of ``seed`` with one opt-in option, and how many static primitives it has without:
+    everything else (the primitives before those, and the traffic) must be the world without it."""
+    plain, world = World(seed, WorldConfig(**cfg)), World(seed, WorldConfig(**cfg, **option))
+    n = len(plain.static.kind)
+    np.testing.assert_array_equal(world.static.center[:n], plain.static.center)    # same world ...
+    assert [a.s for a in world.agents] == [a.s for a in plain.agents]               # ... and traffic
+    return world, n
+
+
 def test_roadside_barriers_are_opt_in_and_leave_the_rest_of_the_world_alone():
     cfg = dict(scenery="rural", duration=5.0)
-    plain, walled = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, barriers=1.0))
-    n = len(plain.static.kind)
+    walled, n = _with_option(4, cfg, barriers=1.0)
     extra = len(walled.static.kind) - n
     assert extra > 50                                       # barriers or rails along both sides
-    np.testing.assert_array_equal(walled.static.center[:n], plain.static.center)   # same world ...
-    assert [a.s for a in walled.agents] == [a.s for a in plain.agents]              # ... and traffic
     # every barrier primitive stands off the carriageway: beyond the road edge, within 1 m of it
     lay = walled.layout
     c = walled.static.center[n:]
@@ -278,10 +285,7 @@ def test_roadside_barriers_are_opt_in_and_leave_the_rest_of_the_world_alone():
 
 def test_roadworks_barriers_are_opt_in_coloured_and_near_the_ego():
     cfg = dict(scenery="urban", duration=5.0)
-    plain, works = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, roadworks=1.0))
-    n = len(plain.static.kind)
-    np.testing.assert_array_equal(works.static.center[:n], plain.static.center)    # same world ...
-    assert [a.s for a in works.agents] == [a.s for a in plain.agents]               # ... and traffic
+    works, n = _with_option(4, cfg, roadworks=1.0)
     c, col = works.static.center[n:], works.static.color[n:]
     assert len(c) >= 2 * 3 * 5                              # two runs of >= 5 segments, 3 boxes each
     white = np.abs(col - col.mean(1, keepdims=True)).max(1) < 0.05
@@ -298,10 +302,7 @@ def test_roadworks_barriers_are_opt_in_coloured_and_near_the_ego():
 
 def test_lane_edge_barriers_are_opt_in_and_on_the_road_edge_near_the_ego():
     cfg = dict(scenery="urban", duration=5.0)
-    plain, closed = World(7, WorldConfig(**cfg)), World(7, WorldConfig(**cfg, closures=1.0))
-    n = len(plain.static.kind)
-    np.testing.assert_array_equal(closed.static.center[:n], plain.static.center)   # same world ...
-    assert [a.s for a in closed.agents] == [a.s for a in plain.agents]              # ... and traffic
+    closed, n = _with_option(7, cfg, closures=1.0)
     c, col = closed.static.center[n:], closed.static.color[n:]
     assert len(c) >= 2 * 3 * 10                             # two lines of >= 10 units, 3 boxes each
     white = np.abs(col - col.mean(1, keepdims=True)).max(1) < 0.05
@@ -322,10 +323,7 @@ def test_roadside_shrubs_are_opt_in_low_vegetation_beside_the_road(scenery):
     from perception.data.synth import assets
 
     cfg = dict(scenery=scenery, duration=5.0)
-    plain, green = World(4, WorldConfig(**cfg)), World(4, WorldConfig(**cfg, shrubs=1.0))
-    n = len(plain.static.kind)
-    np.testing.assert_array_equal(green.static.center[:n], plain.static.center)    # same world ...
-    assert [a.s for a in green.agents] == [a.s for a in plain.agents]               # ... and traffic
+    green, n = _with_option(4, cfg, shrubs=1.0)
     st = green.static
     c, half, mat = st.center[n:], st.half[n:], st.mat[n:]
     assert (mat == assets.FOLIAGE).sum() > 100              # rows of bushes along both sides

@@ -170,7 +170,8 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
             scores = d.scores.detach().cpu().numpy().astype(np.float64).reshape(-1)
             labels = pred_lut[np.clip(d.labels.detach().cpu().numpy().astype(np.int64), -1, len(pred_lut) - 1)]
             keep = labels >= 0
-            if gate_on and d.center_cam is not None and len(d.center_cam) == len(keep):
+            has_center = d.center_cam is not None and len(d.center_cam) == len(keep)
+            if gate_on and has_center:
                 shown = shown_mask(d, None if depth is None else depth[c], p.camera)
                 gate_dropped += int((keep & ~shown).sum())
                 keep &= shown
@@ -182,7 +183,7 @@ def evaluate(predictor: Predictor | Any, samples: Iterable[Sample], opts: EvalOp
                           tb, ts, tl == COCO_CAR, window=p.window(), pred_is_vehicle=ours_vehicle[labels],
                           ref_is_vehicle=np.isin(tl, COCO_VEHICLES))
             center = d.center_cam.detach().cpu().numpy().astype(np.float64).reshape(-1, 3)[keep] \
-                if d.center_cam is not None and len(d.center_cam) == len(keep) else np.zeros((len(boxes), 3))
+                if has_center else np.zeros((len(boxes), 3))
             pred_objs.append(BevObjects(lift_to_ego(center, p.camera.T_ego_cam), labels, scores,
                                         np.full(len(labels), c)))
             gt = sample.boxes2d[c] if sample.boxes2d is not None else None
