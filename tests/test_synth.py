@@ -231,6 +231,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--shrubs must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--closures", "1.1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--closures must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--medians", "1.5", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--medians must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -318,6 +320,33 @@ def test_lane_edge_barriers_are_opt_in_and_on_the_road_edge_near_the_ego():
     assert len(World(7, WorldConfig(**cfg, closures=0.0)).static.kind) == n
 
 
+def test_median_barrier_is_opt_in_on_the_centre_line_and_clear_of_the_lanes():
+    from perception.data.synth import assets
+
+    cfg = dict(scenery="rural", duration=5.0)
+    railed = None
+    for seed in range(4, 12):
+        divided, n = _with_option(seed, cfg, medians=1.0)
+        st, lay = divided.static, divided.layout
+        c, half = st.center[n:], st.half[n:]
+        assert len(c) > 3 * 40                              # segments along the whole road
+        surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+        np.testing.assert_allclose(surf["d"].numpy(), 0.0, atol=0.05)   # on the centre line ...
+        assert float(half[:, 1].max()) <= 0.3 + 1e-9        # ... and no wider than 0.6 m:
+        car_half_width = 1.85 / 2                           # clear of a car in the inner lane
+        assert 0.3 < lay.lane_width / 2 - car_half_width
+        assert bool((st.sem[n:] == SEM["building"]).all())
+        for x in lay.crossings:                             # broken where cross roads meet
+            assert bool((np.abs(surf["s"].numpy() - x.s_main) > x.half_width).all())
+        if (st.mat[n:] == assets.METAL).any():
+            railed = st
+            metal = st.mat[n:] == assets.METAL
+            top_concrete = float((c[~metal, 2] + half[~metal, 2]).max())
+            assert float((c[metal, 2] + half[metal, 2]).min()) > top_concrete   # the rail is on top
+    assert railed is not None                               # half the medians have a rail
+    assert len(World(4, WorldConfig(**cfg, medians=0.0)).static.kind) == len(World(4, WorldConfig(**cfg)).static.kind)
+
+
 @pytest.mark.parametrize("scenery", ["urban", "suburban", "rural"])
 def test_roadside_shrubs_are_opt_in_low_vegetation_beside_the_road(scenery):
     from perception.data.synth import assets
@@ -358,6 +387,8 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
         parse_synth_spec("synth:front_wide,shrubs=1.5")
     assert synth_cache_dir("synth:front_wide,seed=5,closures=0", (64, 96), tmp_path) == base
     assert synth_cache_dir("synth:front_wide,seed=5,closures=0.5", (64, 96), tmp_path) != base
+    assert synth_cache_dir("synth:front_wide,seed=5,medians=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,medians=0.5", (64, 96), tmp_path) != base
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

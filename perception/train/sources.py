@@ -9,7 +9,8 @@ of the synthetic world (500 short episodes, 0.5 s apart, so frames are diverse) 
 folder keyed by the spec and the image size (``barriers=P``: roadside concrete barriers and
 guard rails, ``WorldConfig.barriers``; ``roadworks=P``: runs of plastic road-works barriers,
 ``WorldConfig.roadworks``; ``shrubs=P``: roadside bushes and planters, ``WorldConfig.shrubs``;
-``closures=P``: lines of plastic barriers on the road's edge, ``WorldConfig.closures``; all
+``closures=P``: lines of plastic barriers on the road's edge, ``WorldConfig.closures``;
+``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``; all
 default 0). Rendering is resumable: complete frames already in the cache are kept, so an
 interrupted render continues where it stopped.
 """
@@ -36,7 +37,7 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures")     # WorldConfig chances; 0 leaves a world unchanged
+WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians")     # WorldConfig chances; 0 leaves a world unchanged
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float}

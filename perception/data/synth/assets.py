@@ -314,6 +314,24 @@ def jersey_barrier(rng: np.random.Generator, l: float, hgt: float | None = None,
     ])
 
 
+def median_barrier(rng: np.random.Generator, l: float, hgt: float, grey: float, rail: bool) -> Asset:
+    """Concrete median barrier segment between the two directions of a road: the New Jersey profile
+    of :func:`jersey_barrier`, seen from both sides, and with ``rail`` a steel rail on posts on top
+    (0.25-0.3 m above the concrete), as on many highways."""
+    a = jersey_barrier(rng, l, hgt, grey)
+    if not rail:
+        return a
+    col = np.clip(np.array([0.62, 0.64, 0.66]) * rng.uniform(0.75, 1.15), 0, 1)
+    top = hgt + rng.uniform(0.25, 0.3)
+    prims = [(BOX, (0, 0, top - 0.04), (l / 2, 0.05, 0.04), I3, METAL, col)]
+    n = max(2, int(round(l / 2.0)))
+    for i in range(n):
+        x = -l / 2 + (i + 0.5) * l / n
+        prims.append((BOX, (x, 0, (hgt + top) / 2), (0.04, 0.04, (top - hgt) / 2), I3, METAL, col * 0.8))
+    b = Asset.build(prims)
+    return Asset(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("kind", "center", "half", "R", "mat", "color")))
+
+
 ROADWORKS_COLORS = (np.array([0.78, 0.10, 0.08]), np.array([0.95, 0.42, 0.05]), np.array([0.92, 0.78, 0.08]))
 ROADWORKS_WHITE = np.array([0.90, 0.90, 0.87])
 

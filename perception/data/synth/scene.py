@@ -63,6 +63,8 @@ class WorldConfig:
                                        # towns) planters on it (own random stream, like ``barriers``)
     closures: float = 0.0              # chance per road side of a 20-80 m line of plastic barriers on
                                        # the road's edge (own random stream, like ``barriers``)
+    medians: float = 0.0               # chance that the road has a concrete median barrier on its centre
+                                       # line (x1 rural, x0.5 suburban, x0.25 urban; own random stream)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -118,7 +120,7 @@ class World:
         self.ego.speed = self.ego.v0
         self.lighting = make_lighting(rng, cfg)
         self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start,
-                                                        cfg.shrubs, cfg.closures)
+                                                        cfg.shrubs, cfg.closures, cfg.medians)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

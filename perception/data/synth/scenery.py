@@ -29,10 +29,10 @@ class StaticScene:
 
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
-                roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0
-                ) -> tuple[StaticScene, list[np.ndarray]]:
+                roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0,
+                medians: float = 0.0) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers, road-works barrier runs, bushes and lane-edge barrier lines along ``lay``; returns
+    barriers, road-works barrier runs, bushes, lane-edge barrier lines and a median barrier along ``lay``; returns
     them with the street-lamp light positions. ``ego_s``: where along the road the ego starts
     (road-works runs and barrier lines are placed near it)."""
     parts: list[dict[str, np.ndarray]] = []
@@ -143,6 +143,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
     parts += roadworks_barriers(seed, lay, roadworks, ego_s)
     parts += roadside_shrubs(seed, lay, scen, shrubs)
     parts += lane_edge_barriers(seed, lay, closures, ego_s)
+    parts += median_barrier(seed, lay, scen, medians)
     keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
     cat = concat_prims(parts, keys)
     return StaticScene(**cat), lamp_lights
@@ -251,6 +252,30 @@ def lane_edge_barriers(seed: int, lay: RoadLayout, closures: float, ego_s: float
         s = float(np.clip(ego_s + rng.uniform(-20, 40), 0.0, lay.length - 90))
         end = min(lay.length - 5.0, s + float(rng.uniform(20, 80)))
         parts += _barrier_line(lay, rng, s, end, seg, hgt, color, side * edge)
+    return parts
+
+
+def median_barrier(seed: int, lay: RoadLayout, scenery: str, medians: float) -> list[dict[str, np.ndarray]]:
+    """A concrete barrier on the centre line between the two directions (``WorldConfig.medians``:
+    the chance that the road has one; x1 rural, x0.5 suburban, x0.25 urban), in 6 m segments
+    broken at cross roads, half of them with a steel rail on top. Divided highways have one
+    next to the fast lane, and the opposite traffic shows above it; without it the detector
+    boxed a real median cut by the image's edge as a car (shared dashcam clip)."""
+    p = medians * {"rural": 1.0, "suburban": 0.5, "urban": 0.25}[scenery]
+    if p <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3ED1]))   # not the world's main stream
+    if rng.random() >= p:
+        return []
+    hgt, grey, rail = float(rng.uniform(0.8, 1.05)), float(rng.uniform(0.5, 0.8)), bool(rng.random() < 0.5)
+    seg, parts = 6.0, []
+    s, end = float(rng.uniform(0, 6)), lay.length - 1.0
+    while s + seg < end:
+        sc = s + seg / 2
+        if _clear_of_crossings(lay, sc, seg):
+            a = assets.median_barrier(rng, seg + 0.02, hgt, grey, rail)
+            parts.append(_placed(lay, a, sc, 0.0, 0.0, SEM["building"], rng))
+        s += seg
     return parts
 
 
