@@ -299,37 +299,40 @@ def wall(rng: np.random.Generator, l: float) -> Asset:
     return Asset.build([(BOX, (0, 0, hgt / 2), (l / 2, 0.15, hgt / 2), I3, PLAIN, np.clip(col, 0, 1))])
 
 
+def _jersey_prims(rng: np.random.Generator, l: float, hgt: float, grey: float | None) -> list[tuple]:
+    g = (rng.uniform(0.5, 0.8) if grey is None else grey) * rng.uniform(0.96, 1.04)
+    col = np.clip(np.array([g, g * rng.uniform(0.97, 1.0), g * rng.uniform(0.92, 1.0)]), 0, 1)
+    z1, z2 = 0.1 * hgt, 0.4 * hgt
+    return [
+        (BOX, (0, 0, z1 / 2), (l / 2, 0.3, z1 / 2), I3, PLAIN, col),
+        (BOX, (0, 0, (z1 + z2) / 2), (l / 2, 0.22, (z2 - z1) / 2), I3, PLAIN, col * 0.95),
+        (BOX, (0, 0, (z2 + hgt) / 2), (l / 2, 0.11, (hgt - z2) / 2), I3, PLAIN, col),
+    ]
+
+
 def jersey_barrier(rng: np.random.Generator, l: float, hgt: float | None = None, grey: float | None = None) -> Asset:
     """Concrete roadside barrier segment of length ``l`` (x along the road): the New Jersey profile
     as three stacked slabs, wide foot to narrow top, 0.8-1.05 m high (``hgt``, ``grey``: keep a
     run of segments alike; each segment still varies by a few per cent)."""
     hgt = rng.uniform(0.8, 1.05) if hgt is None else hgt
-    g = (rng.uniform(0.5, 0.8) if grey is None else grey) * rng.uniform(0.96, 1.04)
-    col = np.clip(np.array([g, g * rng.uniform(0.97, 1.0), g * rng.uniform(0.92, 1.0)]), 0, 1)
-    z1, z2 = 0.1 * hgt, 0.4 * hgt
-    return Asset.build([
-        (BOX, (0, 0, z1 / 2), (l / 2, 0.3, z1 / 2), I3, PLAIN, col),
-        (BOX, (0, 0, (z1 + z2) / 2), (l / 2, 0.22, (z2 - z1) / 2), I3, PLAIN, col * 0.95),
-        (BOX, (0, 0, (z2 + hgt) / 2), (l / 2, 0.11, (hgt - z2) / 2), I3, PLAIN, col),
-    ])
+    return Asset.build(_jersey_prims(rng, l, hgt, grey))
 
 
 def median_barrier(rng: np.random.Generator, l: float, hgt: float, grey: float, rail: bool) -> Asset:
     """Concrete median barrier segment between the two directions of a road: the New Jersey profile
     of :func:`jersey_barrier`, seen from both sides, and with ``rail`` a steel rail on posts on top
     (0.25-0.3 m above the concrete), as on many highways."""
-    a = jersey_barrier(rng, l, hgt, grey)
+    prims = _jersey_prims(rng, l, hgt, grey)
     if not rail:
-        return a
+        return Asset.build(prims)
     col = np.clip(np.array([0.62, 0.64, 0.66]) * rng.uniform(0.75, 1.15), 0, 1)
     top = hgt + rng.uniform(0.25, 0.3)
-    prims = [(BOX, (0, 0, top - 0.04), (l / 2, 0.05, 0.04), I3, METAL, col)]
+    prims.append((BOX, (0, 0, top - 0.04), (l / 2, 0.05, 0.04), I3, METAL, col))
     n = max(2, int(round(l / 2.0)))
     for i in range(n):
         x = -l / 2 + (i + 0.5) * l / n
         prims.append((BOX, (x, 0, (hgt + top) / 2), (0.04, 0.04, (top - hgt) / 2), I3, METAL, col * 0.8))
-    b = Asset.build(prims)
-    return Asset(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("kind", "center", "half", "R", "mat", "color")))
+    return Asset.build(prims)
 
 
 ROADWORKS_COLORS = (np.array([0.78, 0.10, 0.08]), np.array([0.95, 0.42, 0.05]), np.array([0.92, 0.78, 0.08]))

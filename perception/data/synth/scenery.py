@@ -154,6 +154,18 @@ def _clear_of_crossings(lay: RoadLayout, s: float, margin: float) -> bool:
     return not any(abs(c.s_main - s) < c.half_width + lay.curb + lay.sidewalk + margin for c in lay.crossings)
 
 
+def _segments(lay: RoadLayout, s: float, end: float, seg: float) -> list[tuple[int, float]]:
+    """``(k, centre)`` of the ``seg``-long segments laid from arc length ``s`` to ``end``, without
+    those at cross roads; ``k`` counts every segment, skipped ones included."""
+    out, k = [], 0
+    while s + seg < end:
+        if _clear_of_crossings(lay, s + seg / 2, seg):
+            out.append((k, s + seg / 2))
+        s += seg
+        k += 1
+    return out
+
+
 def _placed(lay: RoadLayout, a: Asset, s: float, dd: float, yaw: float, sem: int,
             rng: np.random.Generator) -> dict[str, np.ndarray]:
     """World primitives of asset ``a`` at arc length ``s``, lateral offset ``dd``, turned ``yaw``
@@ -184,13 +196,10 @@ def roadside_barriers(seed: int, lay: RoadLayout, scenery: str, barriers: float)
         dd = side * (lay.half_width + lay.curb + (0.35 if concrete else 0.25))
         s = float(rng.uniform(0, 20))
         end = lay.length - float(rng.uniform(0, 20))
-        while s + seg < end:
-            sc = s + seg / 2
-            if _clear_of_crossings(lay, sc, seg):
-                a = assets.jersey_barrier(rng, seg + 0.02, **look) if concrete else \
-                    assets.guard_rail(rng, seg + 0.02, **look)
-                parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
-            s += seg
+        for _, sc in _segments(lay, s, end, seg):
+            a = assets.jersey_barrier(rng, seg + 0.02, **look) if concrete else \
+                assets.guard_rail(rng, seg + 0.02, **look)
+            parts.append(_placed(lay, a, sc, dd, math.pi if side > 0 else 0.0, SEM["building"], rng))
     return parts
 
 
@@ -221,14 +230,9 @@ def _barrier_line(lay: RoadLayout, rng: np.random.Generator, s: float, end: floa
     """Plastic barrier units of length ``seg`` from arc length ``s`` to ``end`` at lateral offset
     ``dd``, alternating ``color`` and white, skipping cross roads."""
     parts = []
-    k = 0
-    while s + seg < end:
-        sc = s + seg / 2
-        if _clear_of_crossings(lay, sc, seg):
-            a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
-            parts.append(_placed(lay, a, sc, dd, math.pi if dd > 0 else 0.0, SEM["building"], rng))
-        s += seg
-        k += 1
+    for k, sc in _segments(lay, s, end, seg):
+        a = assets.roadworks_barrier(rng, seg - 0.05, color if k % 2 == 0 else assets.ROADWORKS_WHITE, hgt)
+        parts.append(_placed(lay, a, sc, dd, math.pi if dd > 0 else 0.0, SEM["building"], rng))
     return parts
 
 
@@ -269,13 +273,9 @@ def median_barrier(seed: int, lay: RoadLayout, scenery: str, medians: float) -> 
         return []
     hgt, grey, rail = float(rng.uniform(0.8, 1.05)), float(rng.uniform(0.5, 0.8)), bool(rng.random() < 0.5)
     seg, parts = 6.0, []
-    s, end = float(rng.uniform(0, 6)), lay.length - 1.0
-    while s + seg < end:
-        sc = s + seg / 2
-        if _clear_of_crossings(lay, sc, seg):
-            a = assets.median_barrier(rng, seg + 0.02, hgt, grey, rail)
-            parts.append(_placed(lay, a, sc, 0.0, 0.0, SEM["building"], rng))
-        s += seg
+    for _, sc in _segments(lay, float(rng.uniform(0, 6)), lay.length - 1.0, seg):
+        a = assets.median_barrier(rng, seg + 0.02, hgt, grey, rail)
+        parts.append(_placed(lay, a, sc, 0.0, 0.0, SEM["building"], rng))
     return parts
 
 
