@@ -695,6 +695,25 @@ def test_precision_choice_and_bf16_backend_agrees(small_model):
     assert rel < 0.05  # bf16 keeps 8 bits of mantissa: about 1% here, not a different answer
 
 
+def test_bf16_backend_stores_weights_once_with_the_same_rounding_as_autocast(small_model):
+    """The backend keeps bf16 copies of the conv weights (autocast would cast them on every
+    forward); the outputs are bit-identical to autocast over fp32 weights, and the caller's
+    model keeps its fp32 weights."""
+    from perception.nn import reparameterize_model
+
+    x = torch.rand(2, 3, 64, 96)
+    K = torch.tensor([[80.0, 0, 48], [0, 80, 32], [0, 0, 1]]).expand(2, 3, 3)
+    backend = create_backend("torch", small_model, dtype="bf16")
+    convs = [m for m in backend.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)
+    assert all(p.dtype == torch.float32 for p in small_model.parameters())
+    ref_model = reparameterize_model(small_model, inplace=False).eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = ref_model(x.contiguous(memory_format=torch.channels_last), K)
+    out = backend(x, K)
+    assert torch.equal(out["depth"], ref["depth"].float()) and torch.equal(out["det"], ref["det"].float())
+
+
 def test_default_torch_threads_leave_a_core_for_the_other_stages_with_few_cameras():
     from perception.pipeline.runner import default_torch_threads
 
