@@ -714,6 +714,64 @@ def test_bf16_backend_stores_weights_once_with_the_same_rounding_as_autocast(sma
     assert torch.equal(out["depth"], ref["depth"].float()) and torch.equal(out["det"], ref["det"].float())
 
 
+def test_parallel_copies_of_a_stage_group_hand_frames_on_in_order_and_survive_failures():
+    """Two copies of a slow stateless group finish frames out of order; the next group still gets
+    every frame in the order it was produced, a frame that fails in a copy is dropped without
+    stalling the ones behind it, and the run ends when the producer does."""
+    from perception.pipeline.engine import Engine, Frame, StageGroup
+
+    n = 40
+    produced = iter(range(n))
+
+    def produce():
+        k = next(produced, None)
+        return None if k is None else Frame(k, k / 10, ["cam"], [None], [True])
+
+    class Slow:
+        name, essential = "slow", True
+
+        def __init__(self):
+            self.threads = set()
+
+        def __call__(self, frame):
+            self.threads.add(threading.get_ident())
+            if frame.index == 7:
+                raise ValueError("corrupt frame")
+            time.sleep(0.004 if frame.index % 3 else 0.02)  # copies overtake each other
+            return frame
+
+    class Record:
+        name = "record"
+
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, frame):
+            self.seen.append(frame.index)
+            return frame
+
+    slow, record, started = Slow(), Record(), []
+    engine = Engine(produce, [StageGroup([slow], workers=2, on_start=lambda: started.append(1)), [record]])
+    engine.run()
+    assert record.seen == [k for k in range(n) if k != 7]
+    assert engine.frames == n - 1 and engine.errors["stage_slow"] == 1
+    assert len(slow.threads) == 2 and len(started) == 2
+    with pytest.raises(ValueError, match="at least one worker"):
+        StageGroup([slow], workers=0)
+
+
+def test_model_copies_only_for_many_cameras_on_a_small_cpu():
+    from perception.pipeline.runner import model_parallelism
+
+    assert model_parallelism(6, "cpu", "torch", cores=2) == (2, 1)        # one copy per core, one thread each
+    assert model_parallelism(1, "cpu", "torch", cores=2) == (1, 1)        # dashcam: low latency, a core left
+    assert model_parallelism(6, "cpu", "onnx", cores=2) == (1, 2)         # other runtimes: one session
+    assert model_parallelism(6, "cuda", "torch", cores=2)[0] == 1
+    assert model_parallelism(6, "cpu", "torch", cores=16)[0] == 1
+    assert model_parallelism(6, "cpu", "torch", threads=2, cores=2) == (1, 2)   # --threads: one copy
+    assert model_parallelism(6, "cpu", "torch", workers=2, threads=4, cores=4) == (2, 2)
+
+
 def test_default_torch_threads_leave_a_core_for_the_other_stages_with_few_cameras():
     from perception.pipeline.runner import default_torch_threads
 

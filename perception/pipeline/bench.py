@@ -152,7 +152,7 @@ def run_case(case: BenchCase, out: Path, pipelined: bool = True, precision: str 
     pipe.close()
     return {"case": case.name, "cameras": len(rig), "camera_size": list(rig.cameras[0].size), "model": name,
             "trained_weights": trained, "network_size": list(case.size), "render": case.render,
-            "precision": pipe.precision, "torch_threads": pipe.threads,
+            "precision": pipe.precision, "model_copies": pipe.model_workers, "torch_threads": pipe.threads,
             "pipelined": pipelined, "frames": summary["frames"], "fps": summary["fps"],
             "latency_ms": summary["latency_ms"], "dropped_frames": summary["dropped_frames"],
             "errors": summary["errors"], "load_before": load_before, "load_after": _load(),

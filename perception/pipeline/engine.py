@@ -45,7 +45,7 @@ from perception.pipeline.tracking import Tracker
 log = logging.getLogger(__name__)
 
 __all__ = ["Frame", "Stage", "Preprocess", "ModelStage", "Decode", "Lift", "BEVFusion", "Track", "SinkStage",
-           "StageTimer", "Engine", "frames_from_synchronizer"]
+           "StageTimer", "StageGroup", "Engine", "frames_from_synchronizer"]
 
 
 @dataclass
@@ -100,25 +100,30 @@ class Preprocess:
     def __init__(self, rig: Rig, size: tuple[int, int], device: str = "cpu") -> None:
         self.rig, self.size, self.device = rig, size, torch.device(device)
         self._cams: dict[tuple[int, int, int], tuple[Camera, Camera, FrameResize]] = {}
+        self._lock = threading.Lock()  # the stage may run in several threads (StageGroup.workers)
 
     def cameras_for(self, i: int, width: int, height: int) -> tuple[Camera, Camera, FrameResize]:
         """(native camera, network camera, resize plan) of camera ``i`` for a ``width x height`` image."""
         key = (i, width, height)
-        if key not in self._cams:
-            cam = self.rig.cameras[i]
-            if (width, height) != cam.size:
-                log.warning("camera '%s': image is %dx%d but the calibration is for %dx%d; rescaling K%s",
-                            cam.name, width, height, cam.width, cam.height,
-                            " (the aspect ratio differs too: check the calibration)"
-                            if abs(width / height - cam.width / cam.height) > 0.01 else "")
-                cam = cam.scaled(width, height)
-            plan = plan_resize(width, height, self.size)
-            if plan.kept_fraction < 0.9:
-                log.warning("camera '%s': the network size %dx%d has another aspect ratio than the %dx%d image, "
-                            "so only %.0f%% of the image is analysed (leave --size out to fit the camera)",
-                            cam.name, self.size[0], self.size[1], width, height, 100 * plan.kept_fraction)
-            self._cams[key] = (cam, plan.camera(cam), plan)
-        return self._cams[key]
+        with self._lock:
+            if key not in self._cams:
+                self._cams[key] = self._plan(i, width, height)
+            return self._cams[key]
+
+    def _plan(self, i: int, width: int, height: int) -> tuple[Camera, Camera, FrameResize]:
+        cam = self.rig.cameras[i]
+        if (width, height) != cam.size:
+            log.warning("camera '%s': image is %dx%d but the calibration is for %dx%d; rescaling K%s",
+                        cam.name, width, height, cam.width, cam.height,
+                        " (the aspect ratio differs too: check the calibration)"
+                        if abs(width / height - cam.width / cam.height) > 0.01 else "")
+            cam = cam.scaled(width, height)
+        plan = plan_resize(width, height, self.size)
+        if plan.kept_fraction < 0.9:
+            log.warning("camera '%s': the network size %dx%d has another aspect ratio than the %dx%d image, "
+                        "so only %.0f%% of the image is analysed (leave --size out to fit the camera)",
+                        cam.name, self.size[0], self.size[1], width, height, 100 * plan.kept_fraction)
+        return cam, plan.camera(cam), plan
 
     def __call__(self, frame: Frame) -> Frame:
         H, W = self.size
@@ -360,6 +365,26 @@ class StageTimer:
 _END = object()
 
 
+@dataclass
+class StageGroup:
+    """Stages that run one after another in one thread of the pipelined :class:`Engine`.
+
+    ``workers > 1`` runs copies of the group in that many threads, each on its own frames, for
+    stateless stages only (preprocess and the network): on a small CPU two networks with one
+    torch thread each get more frames through than one network with two threads, because nothing
+    waits at the per-operator barriers of a shared thread team while the other stages run. The
+    next group gets the frames back in order. ``on_start`` runs first in every thread of the
+    group (e.g. to set its torch threads)."""
+
+    stages: list[Any]
+    workers: int = 1
+    on_start: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"a stage group needs at least one worker, got {self.workers}")
+
+
 def frames_from_synchronizer(sync: Synchronizer, names: list[str]) -> Callable[[], Frame | None]:
     """Adapter: the synchroniser's sets as :class:`Frame` objects."""
     def produce() -> Frame | None:
@@ -373,14 +398,18 @@ def frames_from_synchronizer(sync: Synchronizer, names: list[str]) -> Callable[[
 class Engine:
     """Run a producer of frames through stage groups in threads (or sequentially).
 
-    ``groups``: lists of stage objects; each group runs in its own thread, frames pass between
-    groups through queues of ``queue_size``. ``pipelined=False`` runs everything in the calling
-    thread (simplest to debug, and the baseline of the benchmark).
+    ``groups``: lists of stage objects or :class:`StageGroup` s; each group runs in its own
+    thread (or threads, see ``StageGroup.workers``), frames pass between groups through queues of
+    ``queue_size`` and reach every single-threaded group in the order they were produced.
+    ``pipelined=False`` runs everything in the calling thread (simplest to debug, and the baseline
+    of the benchmark).
     """
 
-    def __init__(self, produce: Callable[[], Frame | None], groups: list[list[Any]], *, pipelined: bool = True,
-                 queue_size: int = 2, max_consecutive_errors: int = 20) -> None:
-        self.produce, self.groups = produce, [g for g in groups if g]
+    def __init__(self, produce: Callable[[], Frame | None], groups: list[list[Any] | StageGroup], *,
+                 pipelined: bool = True, queue_size: int = 2, max_consecutive_errors: int = 20) -> None:
+        specs = [g if isinstance(g, StageGroup) else StageGroup(list(g)) for g in groups]
+        self.specs = [g for g in specs if g.stages]
+        self.produce, self.groups = produce, [g.stages for g in self.specs]
         self.pipelined, self.queue_size = pipelined, queue_size
         self.timer = StageTimer()
         self.errors: Counter[str] = Counter()
@@ -480,7 +509,10 @@ class Engine:
             raise RuntimeError(f"pipeline stopped after repeated failures: {self.fatal}") from self.fatal
 
     def _run_pipelined(self, max_frames: int | None) -> None:
-        queues = [queue.Queue(maxsize=self.queue_size) for _ in self.groups]
+        # queue items: (sequence number, Frame or None for a frame dropped on the way), or _END
+        queues = [queue.Queue(maxsize=self.queue_size) for _ in self.specs]
+        running = [g.workers for g in self.specs]
+        lock = threading.Lock()
 
         def put(q: queue.Queue, item: Any) -> None:
             while True:
@@ -495,34 +527,52 @@ class Engine:
             produced = 0
             try:
                 while (frame := self._next(max_frames, produced)) is not None:
+                    put(queues[0], (produced, frame))
                     produced += 1
-                    put(queues[0], frame)
             except Exception as exc:  # noqa: BLE001
                 log.exception("frame producer failed")
                 self.fatal = exc
             finally:
-                put(queues[0], _END)
+                for _ in range(self.specs[0].workers):
+                    put(queues[0], _END)
+
+        def in_order(q_in: queue.Queue):
+            """The items of ``q_in`` sorted by sequence number (upstream copies finish out of order)."""
+            pending: dict[int, Frame | None] = {}
+            expected = 0
+            while (item := q_in.get()) is not _END:
+                pending[item[0]] = item[1]
+                while expected in pending:
+                    yield expected, pending.pop(expected)
+                    expected += 1
+            yield from sorted(pending.items())  # only after a failure upstream left a gap
 
         def worker(k: int) -> None:
+            spec = self.specs[k]
             q_in = queues[k]
             q_out = queues[k + 1] if k + 1 < len(queues) else None
-            while True:
-                item = q_in.get()
-                if item is _END:
+            try:
+                if spec.on_start is not None:
+                    spec.on_start()
+                items = iter(q_in.get, _END) if spec.workers > 1 else in_order(q_in)
+                for seq, frame in items:
+                    if frame is not None:
+                        frame = self._run_group(spec.stages, frame)
                     if q_out is not None:
+                        put(q_out, (seq, frame))
+                    elif frame is not None:
+                        self._finish(frame)
+            finally:
+                with lock:
+                    running[k] -= 1
+                    last = running[k] == 0
+                if last and q_out is not None:
+                    for _ in range(self.specs[k + 1].workers):
                         put(q_out, _END)
-                    return
-                frame = self._run_group(self.groups[k], item)
-                if frame is None:
-                    continue
-                if q_out is not None:
-                    put(q_out, frame)
-                else:
-                    self._finish(frame)
 
         threads = [threading.Thread(target=producer, name="pipeline-sync", daemon=True)]
-        threads += [threading.Thread(target=worker, args=(k,), name=f"pipeline-{k}", daemon=True)
-                    for k in range(len(self.groups))]
+        threads += [threading.Thread(target=worker, args=(k,), name=f"pipeline-{k}.{w}", daemon=True)
+                    for k, spec in enumerate(self.specs) for w in range(spec.workers)]
         for t in threads:
             t.start()
         # join with a timeout so that the main thread keeps handling signals (Ctrl-C)

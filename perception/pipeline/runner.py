@@ -23,8 +23,8 @@ from perception.nn.registry import TRAIN_FOCAL_PX
 from perception.pipeline.backends import TORCH_BACKENDS, Backend, create_backend, resolve_precision
 from perception.pipeline.bev import BEVConfig
 from perception.pipeline.capture import Backoff, CaptureThread, Synchronizer
-from perception.pipeline.engine import (BEVFusion, Decode, Engine, Lift, ModelStage, Preprocess, SinkStage, Track,
-                                        frames_from_synchronizer)
+from perception.pipeline.engine import (BEVFusion, Decode, Engine, Lift, ModelStage, Preprocess, SinkStage,
+                                        StageGroup, Track, frames_from_synchronizer)
 from perception.pipeline.lifting import GroundGate
 from perception.pipeline.render import RenderConfig, Renderer
 from perception.pipeline.sinks import BEVImageSink, JsonlSink, ServerSink, VideoSink, WindowSink, write_summary
@@ -114,6 +114,7 @@ class PipelineOptions:
     first_frame_timeout: float | None = 20.0      # s without any frame from any camera: fail, not hang
     queue_size: int = 4
     threads: int | None = None
+    model_workers: int | None = None              # copies of the network stage; None: model_parallelism picks
     pipelined: bool = True
     loop: bool = False
     backoff: Backoff = field(default_factory=Backoff)
@@ -121,7 +122,7 @@ class PipelineOptions:
 
 
 def default_torch_threads(cameras: int, device: str, cores: int | None = None) -> int:
-    """Intra-op threads of the model stage when the user gives none.
+    """Intra-op threads of one copy of the network stage (see :func:`model_parallelism`).
 
     On small CPUs the other stages (video decode, resize, BEV, rendering) need a core too. With one
     or two cameras the network is a smaller part of each frame, and leaving one core to the rest
@@ -133,6 +134,29 @@ def default_torch_threads(cameras: int, device: str, cores: int | None = None) -
     if device.startswith("cuda") or cores > 4:
         return torch.get_num_threads()
     return max(1, cores - 1) if cameras <= 2 else cores
+
+
+def model_parallelism(cameras: int, device: str, backend: str, *, threads: int | None = None,
+                      workers: int | None = None, cores: int | None = None) -> tuple[int, int]:
+    """``(copies, torch threads per copy)`` of the network stage; ``threads`` and ``workers``
+    are the user's choices (None: pick).
+
+    With more than two cameras on a small CPU, eager torch gets the most frames through as one
+    copy per core, each with one torch thread, working on different frames: a thread team of two
+    waits at every operator's barrier whenever the stages around the network take a core, one
+    thread per copy never does. Six cameras, shipped rep-s, 2-core AMD EPYC VM: 10.2-10.6
+    frames/s end to end with two copies against 8.5-9.1 with one copy on two threads
+    (docs/benchmarks.md section 2). The cost is latency (each frame's network runs on one core),
+    so one or two cameras, which meet their frame rate anyway, keep one copy, as do GPUs, the
+    other backends and machines with more than 4 cores. ``threads`` alone keeps one copy with
+    that many threads."""
+    cores = cores or os.cpu_count() or 1
+    if workers is None:
+        small_cpu = not device.startswith("cuda") and backend == "torch" and cores <= 4
+        workers = cores if small_cpu and cameras > 2 and threads is None else 1
+    if threads is None:
+        return workers, 1 if workers > 1 else default_torch_threads(cameras, device, cores)
+    return workers, max(1, threads // workers)
 
 
 class Pipeline:
@@ -150,7 +174,8 @@ class Pipeline:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("--device cuda requested but CUDA is not available")
         self.device = device
-        self.threads = opts.threads or default_torch_threads(len(rig), device)
+        self.model_workers, self.threads = model_parallelism(len(rig), device, opts.backend, threads=opts.threads,
+                                                             workers=opts.model_workers)
         torch.set_num_threads(self.threads)
         if model is None:  # a name without shipped weights runs with random weights and a warning
             model = resolve_model(opts.model, random_weights=True)
@@ -162,8 +187,6 @@ class Pipeline:
         else:
             self.precision = "fp32"
         self.backend: Backend = create_backend(opts.backend, model, device, **kwargs)
-        log.info("model stage: backend %s, precision %s, device %s, %d torch threads", opts.backend, self.precision,
-                 device, self.threads)
         cfg = model.cfg
         cam0 = rig.cameras[0]
         if opts.size is not None:
@@ -212,7 +235,12 @@ class Pipeline:
             self.sinks.append(ServerSink(self.server, self.stats))
         self.renderer = Renderer(rig.names, cam0.size, opts.display) if opts.render else None
         self.lift = Lift(ground_gate=GroundGate() if opts.ground_gate else None)
-        groups = [[self.preprocess, ModelStage(self.backend), self.decode], [self.lift, self.bev, Track()]]
+        log.info("model stage: backend %s, precision %s, device %s, %d cop%s of the network with %d torch thread%s "
+                 "each", opts.backend, self.precision, device, self.model_workers,
+                 "y" if self.model_workers == 1 else "ies", self.threads, "" if self.threads == 1 else "s")
+        network = StageGroup([self.preprocess, ModelStage(self.backend)], workers=self.model_workers,
+                             on_start=lambda: torch.set_num_threads(self.threads))
+        groups = [network, [self.decode, self.lift, self.bev, Track()]]
         last = ([self.renderer] if self.renderer else []) + ([SinkStage(self.sinks)] if self.sinks else [])
         groups.append(last)
         self.sink_stage = SinkStage(self.sinks)
