@@ -347,6 +347,48 @@ def test_median_barrier_is_opt_in_on_the_centre_line_and_clear_of_the_lanes():
     assert len(World(4, WorldConfig(**cfg, medians=0.0)).static.kind) == len(World(4, WorldConfig(**cfg)).static.kind)
 
 
+def test_leaf_texture_is_opt_in_and_only_on_near_vegetation():
+    """``leaves`` adds leaf-scale texture to vegetation where a pixel is smaller than a leaf and
+    leaves everything else, far vegetation included, as it was."""
+    import cv2
+
+    from perception.cli import app
+    from perception.data.synth.dataset import resolve_rig
+    from perception.data.synth.render import render
+    from perception.train.sources import parse_synth_spec, synth_cache_dir
+
+    rig = resolve_rig("surround6", (256, 448))
+    cfg = dict(scenery="urban", shrubs=1.0, duration=5.0, weather="clear", time_of_day="day")
+    plain = render(World(11, WorldConfig(**cfg)), rig)
+    same = render(World(11, WorldConfig(**cfg, leaves=0.0)), rig)
+    leafy = render(World(11, WorldConfig(**cfg, leaves=1.0)), rig)
+    near_changed, other_changed, far_changed, sharper = [], [], [], []
+    for a, s, b, sem, z in zip(plain.images, same.images, leafy.images, plain.extras["semantic"], plain.depth):
+        np.testing.assert_array_equal(a, s)
+        changed = (a != b).any(-1)
+        veg = sem == SEM["vegetation"]
+        near, far = veg & (z > 0) & (z < 8), veg & (z > 25)
+        if near.sum() > 500:
+            near_changed.append(changed[near].mean())
+            detail = [np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F))[near].mean()
+                      for im in (a, b)]
+            sharper.append(detail[1] / detail[0])
+        if far.sum():
+            far_changed.append(changed[far].mean())
+        beside = cv2.dilate(veg.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0   # blur and defocus spread
+        other_changed.append(changed[~beside].mean())
+    assert near_changed and min(near_changed) > 0.5          # near bushes and crowns get the texture ...
+    assert min(sharper) > 1.1 and np.mean(sharper) > 1.2    # ... which is fine detail
+    assert far_changed and max(far_changed) < 0.05           # far vegetation stays smooth
+    assert max(other_changed) < 0.002                        # nothing else changes
+    assert synth_cache_dir("synth:front_wide,seed=5,leaves=0", (64, 96)) == synth_cache_dir("synth:front_wide,seed=5", (64, 96))
+    assert synth_cache_dir("synth:front_wide,seed=5,leaves=0.5", (64, 96)) != synth_cache_dir("synth:front_wide,seed=5", (64, 96))
+    with pytest.raises(ValueError, match="leaves must be a strength in 0..1"):
+        parse_synth_spec("synth:front_wide,leaves=2")
+    bad = CliRunner().invoke(app, ["synth", "--leaves", "1.5", "--out", "unused"])
+    assert bad.exit_code == 1 and "--leaves must be in 0..1" in bad.output
+
+
 @pytest.mark.parametrize("scenery", ["urban", "suburban", "rural"])
 def test_roadside_shrubs_are_opt_in_low_vegetation_beside_the_road(scenery):
     from perception.data.synth import assets

@@ -52,6 +52,8 @@ def synth_command(
                                    "or orange and white plastic barriers on the road's edge. 0 keeps every seed as before."),
     medians: float = typer.Option(0.0, "--medians", help="Chance (0-1) that the road has a concrete median barrier "
                                   "between its two directions (rural; less in towns). 0 keeps every seed as before."),
+    leaves: float = typer.Option(0.0, "--leaves", help="Strength (0-1) of leaf-scale texture on near bushes, hedges "
+                                 "and tree crowns (fades where a pixel is bigger than a leaf). 0 keeps every image as before."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
     workers: int = typer.Option(0, "--workers", help="Render processes, one torch thread each (0 = one per CPU "
@@ -94,11 +96,11 @@ def synth_command(
     except (CalibrationError, KeyError, OSError) as exc:
         fail(f"--rig {rig}: {exc}")
     for name, value in (("--barriers", barriers), ("--roadworks", roadworks), ("--shrubs", shrubs),
-                        ("--closures", closures), ("--medians", medians)):
+                        ("--closures", closures), ("--medians", medians), ("--leaves", leaves)):
         if not 0.0 <= value <= 1.0:
             fail(f"{name} must be in 0..1, got {value}")
     cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks,
-                      shrubs=shrubs, closures=closures, medians=medians)
+                      shrubs=shrubs, closures=closures, medians=medians, leaves=leaves)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)

@@ -10,7 +10,8 @@ folder keyed by the spec and the image size (``barriers=P``: roadside concrete b
 guard rails, ``WorldConfig.barriers``; ``roadworks=P``: runs of plastic road-works barriers,
 ``WorldConfig.roadworks``; ``shrubs=P``: roadside bushes and planters, ``WorldConfig.shrubs``;
 ``closures=P``: lines of plastic barriers on the road's edge, ``WorldConfig.closures``;
-``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``; all
+``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``;
+``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``; all
 default 0). Rendering is resumable: complete frames already in the cache are kept, so an
 interrupted render continues where it stopped.
 """
@@ -37,7 +38,7 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians")     # WorldConfig chances; 0 leaves a world unchanged
+WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "leaves")  # WorldConfig, 0..1; 0 changes nothing
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float}
@@ -68,7 +69,8 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     opts = _parse_options(spec, parts[1:], SYNTH_KEYS, opts)
     for key in WORLD_KEYS:
         if not 0.0 <= opts[key] <= 1.0:
-            raise ValueError(f"data spec {spec!r}: {key} must be a probability in 0..1")
+            kind = "a strength" if key == "leaves" else "a probability"
+            raise ValueError(f"data spec {spec!r}: {key} must be {kind} in 0..1")
     return parts[0], opts
 
 

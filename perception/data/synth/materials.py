@@ -202,11 +202,20 @@ class Surface:
     wrap: torch.Tensor        # [N] lambert wrap (foliage translucency)
 
 
+LEAF_SIZE = 0.025   # metres: the feature size of the leaf texture (``leaves``)
+
+
 def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Tensor, color: torch.Tensor,
-            tag: torch.Tensor, world: torch.Tensor, noise: NoiseBank, night: bool, kind: torch.Tensor) -> Surface:
+            tag: torch.Tensor, world: torch.Tensor, noise: NoiseBank, night: bool, kind: torch.Tensor,
+            leaves: float = 0.0, footprint: torch.Tensor | None = None) -> Surface:
     """Surface properties of primitive hits: local point ``p``, local normal ``n``.
 
     Inputs must be sorted by material (each material is then a contiguous slice: no gathers).
+    ``leaves`` > 0 adds leaf-scale texture (:data:`LEAF_SIZE`) to foliage and hedges, in the
+    primitive's own coordinates, with that strength where a pixel is smaller than a leaf and
+    fading to none where a pixel (``footprint``, metres per pixel at the hit) covers two: near
+    vegetation gets the fine, high-contrast texture a real camera sees, far vegetation stays
+    smooth instead of aliasing into the "fine detail means far away" cue.
     """
     N = len(mat)
     counts = torch.bincount(mat, minlength=32).tolist()
@@ -344,7 +353,12 @@ def objects(mat: torch.Tensor, p: torch.Tensor, n: torch.Tensor, half: torch.Ten
         i = sel(m)
         if i is not None:
             clump = ((fine[i] - 0.35) * 3).clamp(0, 1)             # leaf clusters vs gaps
-            alb[i] = color[i] * (0.35 + amp * (0.4 * clump + 0.4 * med[i]))[:, None]
+            shade = 0.35 + amp * (0.4 * clump + 0.4 * med[i])
+            if leaves > 0 and footprint is not None:
+                leaf = noise(along[i] / LEAF_SIZE + tag[i] * 13.0, vert[i] / LEAF_SIZE + tag[i] * 29.0)[:, 0]
+                w = leaves * (2.0 - footprint[i] / LEAF_SIZE).clamp(0, 1)
+                shade = shade * (1 + 0.55 * w * ((leaf - 0.5) * 4).clamp(-1, 1))  # lit leaves, shadowed gaps
+            alb[i] = color[i] * shade[:, None]
             wrap[i] = wr
     i = sel(A.BARK)
     if i is not None:

@@ -297,7 +297,10 @@ class Renderer:
             nc = [nl[:, k] for k in range(3)]
             nw = torch.stack([Rr[i] * nc[0] + Rr[3 + i] * nc[1] + Rr[6 + i] * nc[2] for i in range(3)], 1)
             world = hit_rel + take(org, co)
-            surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind)
+            # metres one pixel covers at the hit (for texture finer than a pixel to fade, as a lens would)
+            footprint = to * lo_ / take(g.fx, co) if fr.leaves > 0 else None
+            surf = materials.objects(mat, pl, nl, half, color, tag, world, nb, lt.night, kind,
+                                     leaves=fr.leaves, footprint=footprint)
             ndl = raycast.dot3(nw, sun)
             lam = ((ndl + surf.wrap) / (1 + surf.wrap)).clamp_min(0)
             ambient = 0.75 + 0.25 * nw[:, 2]                      # hemisphere: darker facing down

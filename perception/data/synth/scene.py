@@ -65,6 +65,9 @@ class WorldConfig:
                                        # the road's edge (own random stream, like ``barriers``)
     medians: float = 0.0               # chance that the road has a concrete median barrier on its centre
                                        # line (x1 rural, x0.5 suburban, x0.25 urban; own random stream)
+    leaves: float = 0.0                # strength (0-1) of leaf-scale texture (2-3 cm) on bushes, hedges
+                                       # and tree crowns, faded out where a pixel covers more than a
+                                       # leaf (a render-time texture: 0 leaves every image unchanged)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -83,6 +86,7 @@ class Frame:
     lamps: np.ndarray                  # [L, 3] street-lamp light positions (world)
     seed: int
     palette: dict = field(default_factory=dict)
+    leaves: float = 0.0                # WorldConfig.leaves
 
     @property
     def extras_palette(self) -> dict:
@@ -180,4 +184,4 @@ class World:
         if len(lamps):
             lamps = lamps[np.hypot(lamps[:, 0] - ex, lamps[:, 1] - ey) < R]
         return Frame(self.time, self.index, self.T_world_ego, np.array([self.ego.vx, self.ego.vy]), prims, objects,
-                     self.lighting, self.layout, lamps, self.seed, self.palette)
+                     self.lighting, self.layout, lamps, self.seed, self.palette, self.config.leaves)
