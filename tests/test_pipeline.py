@@ -760,11 +760,12 @@ def test_parallel_copies_of_a_stage_group_hand_frames_on_in_order_and_survive_fa
         StageGroup([slow], workers=0)
 
 
-def test_model_copies_only_for_many_cameras_on_a_small_cpu():
+def test_model_copies_one_per_core_on_a_small_cpu():
     from perception.pipeline.runner import model_parallelism
 
     assert model_parallelism(6, "cpu", "torch", cores=2) == (2, 1)        # one copy per core, one thread each
-    assert model_parallelism(1, "cpu", "torch", cores=2) == (1, 1)        # dashcam: low latency, a core left
+    assert model_parallelism(1, "cpu", "torch", cores=2) == (2, 1)        # the dashcam too
+    assert model_parallelism(1, "cpu", "torch", workers=1, cores=2) == (1, 1)   # one copy: a core left
     assert model_parallelism(6, "cpu", "onnx", cores=2) == (1, 2)         # other runtimes: one session
     assert model_parallelism(6, "cuda", "torch", cores=2)[0] == 1
     assert model_parallelism(6, "cpu", "torch", cores=16)[0] == 1

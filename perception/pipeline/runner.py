@@ -141,19 +141,19 @@ def model_parallelism(cameras: int, device: str, backend: str, *, threads: int |
     """``(copies, torch threads per copy)`` of the network stage; ``threads`` and ``workers``
     are the user's choices (None: pick).
 
-    With more than two cameras on a small CPU, eager torch gets the most frames through as one
-    copy per core, each with one torch thread, working on different frames: a thread team of two
-    waits at every operator's barrier whenever the stages around the network take a core, one
-    thread per copy never does. Six cameras, shipped rep-s, 2-core AMD EPYC VM: 10.2-10.6
-    frames/s end to end with two copies against 8.5-9.1 with one copy on two threads
-    (docs/benchmarks.md section 2). The cost is latency (each frame's network runs on one core),
-    so one or two cameras, which meet their frame rate anyway, keep one copy, as do GPUs, the
-    other backends and machines with more than 4 cores. ``threads`` alone keeps one copy with
-    that many threads."""
+    On a small CPU eager torch gets the most frames through as one copy per core, each with one
+    torch thread, working on different frames: a thread team of two waits at every operator's
+    barrier whenever the stages around the network take a core, one thread per copy never does.
+    2-core AMD EPYC VM, shipped rep-s (docs/benchmarks.md section 2): six cameras 8.1-9.6
+    frames/s end to end with two copies against 4.9-7.4 with one copy on two threads; the
+    dashcam 36.5-37.8 against 28.5-33.1 with one single-thread copy. The cost is latency (each
+    frame's network runs on one core: +35 ms on the dashcam). GPUs, the other backends and
+    machines with more than 4 cores keep one copy. ``threads`` alone keeps one copy with that
+    many threads; ``cameras`` matters only to one copy (:func:`default_torch_threads`)."""
     cores = cores or os.cpu_count() or 1
     if workers is None:
         small_cpu = not device.startswith("cuda") and backend == "torch" and cores <= 4
-        workers = cores if small_cpu and cameras > 2 and threads is None else 1
+        workers = cores if small_cpu and threads is None else 1
     if threads is None:
         return workers, 1 if workers > 1 else default_torch_threads(cameras, device, cores)
     return workers, max(1, threads // workers)
