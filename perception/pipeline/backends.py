@@ -80,7 +80,8 @@ class TorchBackend(Backend):
         self.cfg = model.cfg
 
     def _forward(self, images: torch.Tensor, intrinsics: torch.Tensor, network=None) -> dict[str, torch.Tensor]:
-        network = network or self.model
+        if network is None:
+            network = self.model
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.autocast is not None:

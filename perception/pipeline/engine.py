@@ -408,8 +408,7 @@ class Engine:
     def __init__(self, produce: Callable[[], Frame | None], groups: list[list[Any] | StageGroup], *,
                  pipelined: bool = True, queue_size: int = 2, max_consecutive_errors: int = 20) -> None:
         specs = [g if isinstance(g, StageGroup) else StageGroup(list(g)) for g in groups]
-        self.specs = [g for g in specs if g.stages]
-        self.produce, self.groups = produce, [g.stages for g in self.specs]
+        self.produce, self.specs = produce, [g for g in specs if g.stages]
         self.pipelined, self.queue_size = pipelined, queue_size
         self.timer = StageTimer()
         self.errors: Counter[str] = Counter()
@@ -493,8 +492,8 @@ class Engine:
                 produced = 0
                 while (frame := self._next(max_frames, produced)) is not None:
                     produced += 1
-                    for group in self.groups:
-                        frame = self._run_group(group, frame)
+                    for spec in self.specs:
+                        frame = self._run_group(spec.stages, frame)
                         if frame is None:
                             break
                     if frame is not None:
