@@ -1002,3 +1002,50 @@ def test_mjpeg_server_serves_fifty_clients_on_loopback():
         feeder.join(5)
         srv.close()
     assert all(results) and len(results) == 50
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_stopped_by_a_failing_output_ends_even_when_the_queues_are_full(workers):
+    """An output that cannot be written stops the run while the stages before it are blocked on a
+    full queue: the run must end with that error (and the caller closes its sinks), not wait
+    forever for an end-of-stream mark that a full queue refused."""
+    from perception.pipeline.engine import Engine, Frame, StageGroup
+
+    class DiskFull(OSError):
+        stops_run = True
+
+    produced = iter(range(1000))
+
+    def produce():
+        k = next(produced, None)
+        return None if k is None else Frame(k, k / 10, ["cam"], [None], [True])
+
+    class Fast:
+        name, essential = "fast", True
+
+        def __call__(self, frame):
+            return frame
+
+    class SlowWriter:
+        name, essential = "write", True
+
+        def __call__(self, frame):
+            time.sleep(0.3)  # longer than the engine's 0.1 s put timeout
+            if frame.index == 3:
+                raise DiskFull("no space left on device")
+            return frame
+
+    engine = Engine(produce, [StageGroup([Fast()], workers=workers), [SlowWriter()]], queue_size=1)
+    errors = []
+
+    def run():
+        try:
+            engine.run()
+        except DiskFull as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "the run hung after its output failed"
+    assert len(errors) == 1 and 3 <= engine.frames < 10  # the frames in flight finish

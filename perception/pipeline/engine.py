@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -362,9 +362,6 @@ class StageTimer:
 
 
 # ----------------------------------------------------------------------------- engine
-_END = object()
-
-
 @dataclass
 class StageGroup:
     """Stages that run one after another in one thread of the pipelined :class:`Engine`.
@@ -508,8 +505,12 @@ class Engine:
             raise RuntimeError(f"pipeline stopped after repeated failures: {self.fatal}") from self.fatal
 
     def _run_pipelined(self, max_frames: int | None) -> None:
-        # queue items: (sequence number, Frame or None for a frame dropped on the way), or _END
+        # queue items: (sequence number, Frame or None for a frame dropped on the way). A queue
+        # ends when its writers have closed it and it is empty; no end-of-stream item is sent,
+        # because a put gives up on a full queue once the run has failed, and a lost end mark
+        # would leave the next group waiting forever.
         queues = [queue.Queue(maxsize=self.queue_size) for _ in self.specs]
+        closed = [threading.Event() for _ in self.specs]
         running = [g.workers for g in self.specs]
         lock = threading.Lock()
 
@@ -520,6 +521,15 @@ class Engine:
                     return
                 except queue.Full:
                     if self.fatal is not None:
+                        return  # the run is ending: the frame is dropped
+
+        def items(k: int) -> Iterator[tuple[int, Frame | None]]:
+            """What reaches queue ``k``, until its writers have closed it and it is drained."""
+            while True:
+                try:
+                    yield queues[k].get(timeout=0.1)
+                except queue.Empty:
+                    if closed[k].is_set() and queues[k].empty():  # closed after the last put
                         return
 
         def producer() -> None:
@@ -532,15 +542,14 @@ class Engine:
                 log.exception("frame producer failed")
                 self.fatal = exc
             finally:
-                for _ in range(self.specs[0].workers):
-                    put(queues[0], _END)
+                closed[0].set()
 
-        def in_order(q_in: queue.Queue):
-            """The items of ``q_in`` sorted by sequence number (upstream copies finish out of order)."""
+        def in_order(k: int) -> Iterator[tuple[int, Frame | None]]:
+            """The items of queue ``k`` sorted by sequence number (upstream copies finish out of order)."""
             pending: dict[int, Frame | None] = {}
             expected = 0
-            while (item := q_in.get()) is not _END:
-                pending[item[0]] = item[1]
+            for seq, frame in items(k):
+                pending[seq] = frame
                 while expected in pending:
                     yield expected, pending.pop(expected)
                     expected += 1
@@ -548,13 +557,11 @@ class Engine:
 
         def worker(k: int) -> None:
             spec = self.specs[k]
-            q_in = queues[k]
             q_out = queues[k + 1] if k + 1 < len(queues) else None
             try:
                 if spec.on_start is not None:
                     spec.on_start()
-                items = iter(q_in.get, _END) if spec.workers > 1 else in_order(q_in)
-                for seq, frame in items:
+                for seq, frame in (items(k) if spec.workers > 1 else in_order(k)):
                     if frame is not None:
                         frame = self._run_group(spec.stages, frame)
                     if q_out is not None:
@@ -566,8 +573,7 @@ class Engine:
                     running[k] -= 1
                     last = running[k] == 0
                 if last and q_out is not None:
-                    for _ in range(self.specs[k + 1].workers):
-                        put(q_out, _END)
+                    closed[k + 1].set()
 
         threads = [threading.Thread(target=producer, name="pipeline-sync", daemon=True)]
         threads += [threading.Thread(target=worker, args=(k,), name=f"pipeline-{k}.{w}", daemon=True)
