@@ -233,6 +233,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--closures must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--medians", "1.5", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--medians must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--arcades", "-1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--arcades must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -347,6 +349,47 @@ def test_median_barrier_is_opt_in_on_the_centre_line_and_clear_of_the_lanes():
     assert len(World(4, WorldConfig(**cfg, medians=0.0)).static.kind) == len(World(4, WorldConfig(**cfg)).static.kind)
 
 
+def test_arcade_puts_the_upper_floors_on_pillars_inside_the_building_footprint():
+    from perception.data.synth import assets
+
+    rng = np.random.default_rng(0)
+    for facing in (-1, 1):
+        for _ in range(20):
+            l, w, h = rng.uniform(10, 30), rng.uniform(10, 20), rng.uniform(8, 35)
+            house = assets.building(rng, l, w, h, False)
+            arc = assets.with_arcade(house, rng, facing)
+            lo = np.where(arc.kind[:, None] == assets.CYL, arc.center - arc.half[:, [0, 0, 2]],
+                          arc.center - arc.half)
+            hi = np.where(arc.kind[:, None] == assets.CYL, arc.center + arc.half[:, [0, 0, 2]],
+                          arc.center + arc.half)
+            assert (lo >= [-l / 2 - 1e-9, -w / 2 - 1e-9, -1e-9]).all()      # the footprint does not change
+            assert (hi <= [l / 2 + 1e-9, w / 2 + 1e-9, h + 1e-9]).all()
+            upper, ground = arc.center[0, 2] - arc.half[0, 2], arc.center[1, 2] + arc.half[1, 2]
+            assert 3.5 - 1e-9 <= upper <= min(8.0, 0.6 * h) + 1e-9 and abs(upper - ground) < 1e-9
+            front = facing * w / 2
+            recess = abs(front - (arc.center[1, 1] + facing * arc.half[1, 1]))
+            assert 2.0 - 1e-9 <= recess <= 5.0 + 1e-9                        # the ground storey is set back
+            pillars = arc.mat == assets.PLAIN
+            assert pillars.sum() >= 2
+            assert np.allclose(arc.center[pillars, 1] + facing * arc.half[pillars, 0], front)   # along the front
+            assert np.allclose(arc.half[pillars, 2] * 2, upper)               # holding the upper floors
+
+
+def test_arcades_are_opt_in_and_leave_the_rest_of_the_world_alone():
+    cfg = dict(scenery="urban", duration=5.0)
+    plain = World(3, WorldConfig(**cfg))
+    same = World(3, WorldConfig(**cfg, arcades=0.0))
+    for k in ("kind", "center", "half", "mat", "color", "sem"):
+        np.testing.assert_array_equal(getattr(same.static, k), getattr(plain.static, k))
+    arc = World(3, WorldConfig(**cfg, arcades=1.0))
+    assert [a.s for a in arc.agents] == [a.s for a in plain.agents]        # same traffic
+    other_p, other_a = plain.static.sem != SEM["building"], arc.static.sem != SEM["building"]
+    np.testing.assert_array_equal(arc.static.center[other_a], plain.static.center[other_p])   # same trees, lamps ...
+    from perception.data.synth import assets
+    pillars = (arc.static.sem == SEM["building"]) & (arc.static.mat == assets.PLAIN) & (arc.static.half[:, 2] >= 1.75)
+    assert pillars.sum() > 20                                                # every urban building has one
+
+
 def test_leaf_texture_is_opt_in_and_only_on_near_vegetation():
     """``leaves`` adds leaf-scale texture to vegetation where a pixel is smaller than a leaf and
     leaves everything else, far vegetation included, as it was."""
@@ -431,6 +474,8 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     assert synth_cache_dir("synth:front_wide,seed=5,closures=0.5", (64, 96), tmp_path) != base
     assert synth_cache_dir("synth:front_wide,seed=5,medians=0", (64, 96), tmp_path) == base
     assert synth_cache_dir("synth:front_wide,seed=5,medians=0.5", (64, 96), tmp_path) != base
+    assert synth_cache_dir("synth:front_wide,seed=5,arcades=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,arcades=0.5", (64, 96), tmp_path) != base
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

@@ -52,6 +52,8 @@ def synth_command(
                                    "or orange and white plastic barriers on the road's edge. 0 keeps every seed as before."),
     medians: float = typer.Option(0.0, "--medians", help="Chance (0-1) that the road has a concrete median barrier "
                                   "between its two directions (rural; less in towns). 0 keeps every seed as before."),
+    arcades: float = typer.Option(0.0, "--arcades", help="Chance (0-1) that a town building has an arcade: upper "
+                                  "floors on large concrete pillars over a recessed ground storey. 0 keeps every seed as before."),
     leaves: float = typer.Option(0.0, "--leaves", help="Strength (0-1) of leaf-scale texture on near bushes, hedges "
                                  "and tree crowns (fades where a pixel is bigger than a leaf). 0 keeps every image as before."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
@@ -96,11 +98,12 @@ def synth_command(
     except (CalibrationError, KeyError, OSError) as exc:
         fail(f"--rig {rig}: {exc}")
     for name, value in (("--barriers", barriers), ("--roadworks", roadworks), ("--shrubs", shrubs),
-                        ("--closures", closures), ("--medians", medians), ("--leaves", leaves)):
+                        ("--closures", closures), ("--medians", medians), ("--arcades", arcades),
+                        ("--leaves", leaves)):
         if not 0.0 <= value <= 1.0:
             fail(f"{name} must be in 0..1, got {value}")
     cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks,
-                      shrubs=shrubs, closures=closures, medians=medians, leaves=leaves)
+                      shrubs=shrubs, closures=closures, medians=medians, arcades=arcades, leaves=leaves)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)

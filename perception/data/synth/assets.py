@@ -254,6 +254,36 @@ def building(rng: np.random.Generator, l: float, w: float, h: float, gable: bool
     return Asset.build(prims)
 
 
+def with_arcade(building_asset: Asset, rng: np.random.Generator, facing: int) -> Asset:
+    """``building_asset`` (from :func:`building`) with an arcade on its street front: the ground
+    storey (3.5-8 m, at most 60 % of the height) set back 2-5 m under the upper floors, which rest
+    on a row of large plain concrete pillars (0.5-1.4 m, square or round, every 4-8 m) along the
+    front. ``facing``: the side of the street front along the local y axis (+1 or -1). The
+    footprint does not change."""
+    body = building_asset.center[0], building_asset.half[0]
+    (cx, cy, cz), (hl, hw, hh) = body
+    h = 2 * hh
+    hp = min(float(rng.uniform(3.5, 8.0)), 0.6 * h)
+    recess = min(float(rng.uniform(2.0, 5.0)), hw)
+    col = building_asset.color[0]
+    grey = np.clip(np.array([0.6, 0.59, 0.56]) * rng.uniform(0.7, 1.3) * rng.uniform(0.96, 1.04, 3), 0, 1)
+    shade = np.clip(col * rng.uniform(0.35, 0.7), 0, 1)          # the ground storey lies in shadow
+    prims = [(BOX, (cx, cy, hp + (h - hp) / 2), (hl, hw, (h - hp) / 2), I3, FACADE, col),
+             (BOX, (cx, cy - facing * recess / 2, hp / 2), (hl, hw - recess / 2, hp / 2), I3, FACADE, shade)]
+    pw = float(rng.uniform(0.25, 0.7))
+    n = max(2, int(round(2 * hl / float(rng.uniform(4.0, 8.0)))) + 1)
+    round_pillars = rng.random() < 0.4
+    y = cy + facing * (hw - pw)
+    for x in np.linspace(cx - hl + pw, cx + hl - pw, n):
+        if round_pillars:
+            prims.append((CYL, (float(x), y, hp / 2), (pw, pw, hp / 2), I3, PLAIN, grey))
+        else:
+            prims.append((BOX, (float(x), y, hp / 2), (pw, pw, hp / 2), I3, PLAIN, grey))
+    rest = [(int(building_asset.kind[i]), building_asset.center[i], building_asset.half[i], building_asset.R[i],
+             int(building_asset.mat[i]), building_asset.color[i]) for i in range(1, len(building_asset))]
+    return Asset.build(prims + rest)
+
+
 def hedge(rng: np.random.Generator, l: float) -> Asset:
     hgt = rng.uniform(0.8, 1.6)
     col = np.array([0.12, 0.25, 0.08]) * rng.uniform(0.7, 1.3)

@@ -65,6 +65,9 @@ class WorldConfig:
                                        # the road's edge (own random stream, like ``barriers``)
     medians: float = 0.0               # chance that the road has a concrete median barrier on its centre
                                        # line (x1 rural, x0.5 suburban, x0.25 urban; own random stream)
+    arcades: float = 0.0               # chance that a town building has an arcade: upper floors on large
+                                       # plain concrete pillars over a recessed ground storey (x1 urban,
+                                       # x0.3 suburban; own random stream)
     leaves: float = 0.0                # strength (0-1) of leaf-scale texture (2-3 cm) on bushes, hedges
                                        # and tree crowns, faded out where a pixel covers more than a
                                        # leaf (a render-time texture: 0 leaves every image unchanged)
@@ -124,7 +127,8 @@ class World:
         self.ego.speed = self.ego.v0
         self.lighting = make_lighting(rng, cfg)
         self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start,
-                                                        cfg.shrubs, cfg.closures, cfg.medians)
+                                                        cfg.shrubs, cfg.closures, cfg.medians,
+                                                        cfg.arcades)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

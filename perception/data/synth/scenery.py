@@ -30,11 +30,12 @@ class StaticScene:
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
                 roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0,
-                medians: float = 0.0) -> tuple[StaticScene, list[np.ndarray]]:
+                medians: float = 0.0, arcades: float = 0.0) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers, road-works barrier runs, bushes, lane-edge barrier lines and a median barrier along ``lay``; returns
-    them with the street-lamp light positions. ``ego_s``: where along the road the ego starts
-    (road-works runs and barrier lines are placed near it)."""
+    barriers, road-works barrier runs, bushes, lane-edge barrier lines, a median barrier and
+    arcaded building fronts along ``lay``; returns them with the street-lamp light positions.
+    ``ego_s``: where along the road the ego starts (road-works runs and barrier lines are placed
+    near it)."""
     parts: list[dict[str, np.ndarray]] = []
     lamp_lights: list[np.ndarray] = []
     scen = scenery
@@ -47,12 +48,16 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
         surf = lay.surface(x, y)
         return bool((surf["dc"] >= lay.curb + lay.sidewalk + margin).all())
 
-    def add(asset: Asset, x: float, y: float, yaw: float, sem: int, check: float | None = None) -> bool:
+    def add(asset: Asset, x: float, y: float, yaw: float, sem: int, check: float | None = None,
+            footprint: Asset | None = None) -> bool:
+        """Place ``asset`` unless ``check`` is given and ``footprint`` (default: the asset)
+        comes within ``check`` of a sidewalk."""
         w = prims_to_world(asset, x, y, yaw)
         if check is not None:
             # footprint corners of every primitive's bounding box
             pts = []
-            for c, h, Rt in zip(w["center"], w["half"], w["R"]):
+            fw = w if footprint is None else prims_to_world(footprint, x, y, yaw)
+            for c, h, Rt in zip(fw["center"], fw["half"], fw["R"]):
                 for sx in (-1, 1):
                     for sy in (-1, 1):
                         pts.append(c + Rt.T @ np.array([sx * h[0], sy * h[1], 0.0]))
@@ -65,6 +70,9 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
         return True
 
     total = lay.length
+    # arcades: an own random stream, so that arcades=0 leaves every seed's world unchanged
+    arc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA2CA]))
+    p_arcade = arcades * {"urban": 1.0, "suburban": 0.3, "rural": 0.0}[scen]
     # buildings / houses along both sides
     if scen != "rural":
         for side in (-1, 1):
@@ -83,8 +91,11 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
                 sc = s + l / 2
                 dd = side * (outer + setback + w / 2)
                 x, y, hd = lay.pose(np.array([sc]), dd)
-                add(assets.building(rng, l, w, h, gable), float(x[0]), float(y[0]), float(hd[0]), SEM["building"],
-                    check=0.5)
+                house = assets.building(rng, l, w, h, gable)
+                shown = house
+                if p_arcade > 0 and arc_rng.random() < p_arcade:   # same footprint, same check
+                    shown = assets.with_arcade(house, arc_rng, facing=-side)
+                add(shown, float(x[0]), float(y[0]), float(hd[0]), SEM["building"], check=0.5, footprint=house)
                 if scen == "suburban" and rng.random() < 0.5:   # front-garden hedge / wall
                     hl = l * rng.uniform(0.6, 1.0)
                     hx, hy, hh = lay.pose(np.array([sc]), side * (outer + 0.6))
