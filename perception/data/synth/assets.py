@@ -260,8 +260,8 @@ def with_arcade(building_asset: Asset, rng: np.random.Generator, facing: int) ->
     on a row of large plain concrete pillars (0.5-1.4 m, square or round, every 4-8 m) along the
     front. ``facing``: the side of the street front along the local y axis (+1 or -1). The
     footprint does not change."""
-    body = building_asset.center[0], building_asset.half[0]
-    (cx, cy, cz), (hl, hw, hh) = body
+    cx, cy, _ = building_asset.center[0]          # the facade box, standing on z = 0
+    hl, hw, hh = building_asset.half[0]
     h = 2 * hh
     hp = min(float(rng.uniform(3.5, 8.0)), 0.6 * h)
     recess = min(float(rng.uniform(2.0, 5.0)), hw)
