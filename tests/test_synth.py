@@ -235,6 +235,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--medians must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--arcades", "-1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--arcades must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--lane-closures", "1.2", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--lane-closures must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -320,6 +322,32 @@ def test_lane_edge_barriers_are_opt_in_and_on_the_road_edge_near_the_ego():
     assert np.hypot(c[:, 0] - ego_xy[0][0], c[:, 1] - ego_xy[1][0]).min() < 45     # in view
     assert bool((closed.static.sem[n:] == SEM["building"]).all())
     assert len(World(7, WorldConfig(**cfg, closures=0.0)).static.kind) == n
+
+
+def test_lane_closures_stand_on_the_lane_edge_in_front_of_the_parked_cars():
+    cfg = dict(scenery="urban", duration=5.0)
+    for seed in range(1, 40):       # a road with a parking lane and parked cars on a closed side
+        closed, n = _with_option(seed, cfg, lane_closures=1.0)
+        lay = closed.layout
+        if lay.parking > 0 and any(a.mode == "parked" for a in closed.agents):
+            break
+    c, col = closed.static.center[n:], closed.static.color[n:]
+    assert len(c) >= 2 * 4 * 7                              # two lines of >= 7 units, 4 boxes each
+    assert bool((closed.static.sem[n:] == SEM["building"]).all())
+    white = np.abs(col - col.mean(1, keepdims=True)).max(1) < 0.05
+    assert 0.1 < white.mean() < 0.9                         # red or orange units and white ones
+    assert (col[~white][:, 0] > 3 * col[~white][:, 2]).all()
+    # every unit stands at the outer edge of the outermost traffic lane (turned a little)
+    edge = max(lay.lanes_fwd, lay.lanes_bwd) * lay.lane_width
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    d_abs = surf["dc"].numpy() + lay.half_width
+    assert bool((np.abs(d_abs - (edge - 0.25)) < 0.1).all())
+    # parked cars stand behind the line, clear of its 0.2 m half-wide foot (turned up to 5 degrees)
+    cars = [a for a in closed.agents if a.mode == "parked" and a.cls == "car"]
+    assert cars and all(abs(a.d) - a.size[1] / 2 > edge - 0.25 + 0.2 + 0.09 for a in cars)
+    ego_xy = lay.pose(np.array([150.0]), 0.0)
+    assert np.hypot(c[:, 0] - ego_xy[0][0], c[:, 1] - ego_xy[1][0]).min() < 45     # in view
+    assert len(World(seed, WorldConfig(**cfg, lane_closures=0.0)).static.kind) == n
 
 
 def test_median_barrier_is_opt_in_on_the_centre_line_and_clear_of_the_lanes():
@@ -476,6 +504,8 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     assert synth_cache_dir("synth:front_wide,seed=5,medians=0.5", (64, 96), tmp_path) != base
     assert synth_cache_dir("synth:front_wide,seed=5,arcades=0", (64, 96), tmp_path) == base
     assert synth_cache_dir("synth:front_wide,seed=5,arcades=0.5", (64, 96), tmp_path) != base
+    assert synth_cache_dir("synth:front_wide,seed=5,lane_closures=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,lane_closures=0.5", (64, 96), tmp_path) != base
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

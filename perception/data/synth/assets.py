@@ -381,6 +381,19 @@ def roadworks_barrier(rng: np.random.Generator, l: float, color: np.ndarray, hgt
     ])
 
 
+def water_barrier(rng: np.random.Generator, l: float, color: np.ndarray, hgt: float) -> Asset:
+    """Water-filled plastic barrier unit of length ``l`` as used to close a lane: a wide foot,
+    a lower middle and raised ends ``hgt`` high (where the units interlock), in one colour."""
+    col = np.clip(color * rng.uniform(0.8, 1.05), 0, 1)
+    z1, zm, end = 0.25 * hgt, rng.uniform(0.7, 0.85) * hgt, min(0.25, 0.2 * l)
+    return Asset.build([
+        (BOX, (0, 0, z1 / 2), (l / 2, 0.2, z1 / 2), I3, PLAIN, col),
+        (BOX, (0, 0, (z1 + zm) / 2), (l / 2 - end, 0.14, (zm - z1) / 2), I3, PLAIN, col),
+        (BOX, (-l / 2 + end / 2, 0, (z1 + hgt) / 2), (end / 2, 0.16, (hgt - z1) / 2), I3, PLAIN, col * 0.95),
+        (BOX, (l / 2 - end / 2, 0, (z1 + hgt) / 2), (end / 2, 0.16, (hgt - z1) / 2), I3, PLAIN, col * 0.95),
+    ])
+
+
 def guard_rail(rng: np.random.Generator, l: float, top: float | None = None, grey: float | None = None) -> Asset:
     """Steel W-beam guard rail segment of length ``l``: a beam 0.55-0.8 m up (``top``) on posts
     every ~2 m."""

@@ -30,10 +30,11 @@ class StaticScene:
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
                 roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0,
-                medians: float = 0.0, arcades: float = 0.0) -> tuple[StaticScene, list[np.ndarray]]:
+                medians: float = 0.0, arcades: float = 0.0, lane_closures: float = 0.0
+                ) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
-    barriers, road-works barrier runs, bushes, lane-edge barrier lines, a median barrier and
-    arcaded building fronts along ``lay``; returns them with the street-lamp light positions.
+    barriers, road-works barrier runs, bushes, lane-edge barrier lines, lane closures, a median
+    barrier and arcaded building fronts along ``lay``; returns them with the street-lamp light positions.
     ``ego_s``: where along the road the ego starts (road-works runs and barrier lines are placed
     near it)."""
     parts: list[dict[str, np.ndarray]] = []
@@ -154,6 +155,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
     parts += roadworks_barriers(seed, lay, roadworks, ego_s)
     parts += roadside_shrubs(seed, lay, scen, shrubs)
     parts += lane_edge_barriers(seed, lay, closures, ego_s)
+    parts += lane_closure_barriers(seed, lay, lane_closures, ego_s)
     parts += median_barrier(seed, lay, scen, medians)
     keys = ("kind", "center", "half", "R", "mat", "color", "sem", "tag")
     cat = concat_prims(parts, keys)
@@ -267,6 +269,41 @@ def lane_edge_barriers(seed: int, lay: RoadLayout, closures: float, ego_s: float
         s = float(np.clip(ego_s + rng.uniform(-20, 40), 0.0, lay.length - 90))
         end = min(lay.length - 5.0, s + float(rng.uniform(20, 80)))
         parts += _barrier_line(lay, rng, s, end, seg, hgt, color, side * edge)
+    return parts
+
+
+def lane_closure_barriers(seed: int, lay: RoadLayout, lane_closures: float, ego_s: float) -> list[dict[str, np.ndarray]]:
+    """Lines of water-filled barriers that close the outer edge of the outermost traffic lane
+    (``WorldConfig.lane_closures``: the chance per road side), in front of the parking lane where
+    there is one, so parked cars stand behind them: 15-60 m of units 1.0-2.0 m long with raised
+    ends, centred 0.25 m inside the lane, each turned up to 5 degrees and set 0-0.6 m apart, red,
+    orange or white, alternating or in random order, starting 20 m behind to 40 m ahead of the
+    ego's start ``ego_s``. Real streets have such lines with cars parked behind them, which the
+    detector boxed together with the cars as one large car (nuScenes keyframe, docs/training.md
+    "Real roads"); ``closures`` lines stand beyond the parking lane, in front of nothing. Traffic
+    does not avoid them: a parked truck wider than the parking lane reaches up to 0.35 m into the
+    line, and a car in the outermost lane of a 3 m wide road may brush it."""
+    if lane_closures <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC107]))   # not the world's main stream
+    parts = []
+    edge = max(lay.lanes_fwd, lay.lanes_bwd) * lay.lane_width - 0.25
+    for side in (-1, 1):
+        if rng.random() >= lane_closures:
+            continue
+        palette = [assets.ROADWORKS_COLORS[int(rng.integers(2))], assets.ROADWORKS_WHITE]
+        alternate = rng.random() < 0.6
+        seg, hgt, gap = float(rng.uniform(1.0, 2.0)), float(rng.uniform(0.8, 1.1)), float(rng.uniform(0.0, 0.4))
+        s = float(np.clip(ego_s + rng.uniform(-20, 40), 0.0, lay.length - 70))
+        end, k = min(lay.length - 5.0, s + float(rng.uniform(15, 60))), 0
+        while s + seg < end:
+            if _clear_of_crossings(lay, s + seg / 2, seg):
+                color = palette[k % 2] if alternate else palette[int(rng.integers(2))]
+                a = assets.water_barrier(rng, seg, color, hgt)
+                yaw = (math.pi if side > 0 else 0.0) + float(rng.uniform(-0.09, 0.09))
+                parts.append(_placed(lay, a, s + seg / 2, side * edge, yaw, SEM["building"], rng))
+            s += seg + gap * float(rng.uniform(0.5, 1.5))
+            k += 1
     return parts
 
 
