@@ -287,7 +287,7 @@ def lane_closure_barriers(seed: int, lay: RoadLayout, lane_closures: float, ego_
         return []
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC107]))   # not the world's main stream
     parts = []
-    edge = max(lay.lanes_fwd, lay.lanes_bwd) * lay.lane_width - 0.25
+    offset = max(lay.lanes_fwd, lay.lanes_bwd) * lay.lane_width - 0.25     # unit centres from the centre line
     for side in (-1, 1):
         if rng.random() >= lane_closures:
             continue
@@ -301,7 +301,7 @@ def lane_closure_barriers(seed: int, lay: RoadLayout, lane_closures: float, ego_
                 color = palette[k % 2] if alternate else palette[int(rng.integers(2))]
                 a = assets.water_barrier(rng, seg, color, hgt)
                 yaw = (math.pi if side > 0 else 0.0) + float(rng.uniform(-0.09, 0.09))
-                parts.append(_placed(lay, a, s + seg / 2, side * edge, yaw, SEM["building"], rng))
+                parts.append(_placed(lay, a, s + seg / 2, side * offset, yaw, SEM["building"], rng))
             s += seg + gap * float(rng.uniform(0.5, 1.5))
             k += 1
     return parts
