@@ -237,6 +237,8 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert bad.exit_code == 1 and "--arcades must be in 0..1" in bad.output
     bad = CliRunner().invoke(app, ["synth", "--lane-closures", "1.2", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--lane-closures must be in 0..1" in bad.output
+    bad = CliRunner().invoke(app, ["synth", "--greenery", "2", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--greenery must be in 0..1" in bad.output
 
 
 def test_rigs():
@@ -348,6 +350,30 @@ def test_lane_closures_stand_on_the_lane_edge_in_front_of_the_parked_cars():
     ego_xy = lay.pose(np.array([150.0]), 0.0)
     assert np.hypot(c[:, 0] - ego_xy[0][0], c[:, 1] - ego_xy[1][0]).min() < 45     # in view
     assert len(World(seed, WorldConfig(**cfg, lane_closures=0.0)).static.kind) == n
+
+
+def test_greenery_sets_town_buildings_back_behind_tall_hedges_and_grows_street_trees():
+    from perception.data.synth import assets
+
+    cfg = dict(scenery="urban", duration=5.0)
+    plain = World(3, WorldConfig(**cfg))
+    same = World(3, WorldConfig(**cfg, greenery=0.0))
+    for k in ("kind", "center", "half", "mat", "color", "sem"):
+        np.testing.assert_array_equal(getattr(same.static, k), getattr(plain.static, k))
+    green = World(3, WorldConfig(**cfg, greenery=1.0))
+    lay = green.layout
+    hedge = green.static.mat == assets.HEDGE
+    assert not (plain.static.mat == assets.HEDGE).any() and hedge.sum() > 50
+    c, half = green.static.center[hedge], green.static.half[hedge]
+    surf = lay.surface(torch.as_tensor(c[:, 0]), torch.as_tensor(c[:, 1]))
+    assert bool((surf["dc"] >= lay.curb + lay.sidewalk).all())          # beyond the sidewalk ...
+    assert bool((surf["dc"] < lay.curb + lay.sidewalk + 3.0).all())     # ... in front of the houses
+    assert (c[:, 2] + half[:, 2]).max() > 1.8                            # taller than a person
+    facade = lambda w: w.static.mat == assets.FACADE                     # noqa: E731
+    d = lambda w: lay.surface(*(torch.as_tensor(w.static.center[facade(w)][:, i]) for i in (0, 1)))["dc"]  # noqa: E731
+    assert float(d(green).median()) > float(d(plain).median()) + 2.0     # houses stand back
+    crown = lambda w: w.static.half[(w.static.mat == assets.FOLIAGE)][:, 0]   # noqa: E731
+    assert float(np.median(crown(green))) > 1.2 * float(np.median(crown(plain)))
 
 
 def test_median_barrier_is_opt_in_on_the_centre_line_and_clear_of_the_lanes():
@@ -506,6 +532,8 @@ def test_barriers_in_a_synth_spec_change_the_cache_key(tmp_path):
     assert synth_cache_dir("synth:front_wide,seed=5,arcades=0.5", (64, 96), tmp_path) != base
     assert synth_cache_dir("synth:front_wide,seed=5,lane_closures=0", (64, 96), tmp_path) == base
     assert synth_cache_dir("synth:front_wide,seed=5,lane_closures=0.5", (64, 96), tmp_path) != base
+    assert synth_cache_dir("synth:front_wide,seed=5,greenery=0", (64, 96), tmp_path) == base
+    assert synth_cache_dir("synth:front_wide,seed=5,greenery=0.5", (64, 96), tmp_path) != base
 
 
 def test_preview_pictures_follow_the_camera_layout(frame):

@@ -52,6 +52,8 @@ def synth_command(
                                    "or orange and white plastic barriers on the road's edge. 0 keeps every seed as before."),
     lane_closures: float = typer.Option(0.0, "--lane-closures", help="Chance (0-1) per road side of a line of water-filled "
                                         "barriers closing the outer lane's edge, parked cars behind it. 0 keeps every seed as before."),
+    greenery: float = typer.Option(0.0, "--greenery", help="Chance (0-1) that a town building stands back behind a tall "
+                                   "hedge, and that a street tree is 1.4-2x larger. 0 keeps every seed as before."),
     medians: float = typer.Option(0.0, "--medians", help="Chance (0-1) that the road has a concrete median barrier "
                                   "between its two directions (rural; less in towns). 0 keeps every seed as before."),
     arcades: float = typer.Option(0.0, "--arcades", help="Chance (0-1) that a town building has an arcade: upper "
@@ -101,12 +103,13 @@ def synth_command(
         fail(f"--rig {rig}: {exc}")
     for name, value in (("--barriers", barriers), ("--roadworks", roadworks), ("--shrubs", shrubs),
                         ("--closures", closures), ("--medians", medians), ("--arcades", arcades),
-                        ("--leaves", leaves), ("--lane-closures", lane_closures)):
+                        ("--leaves", leaves), ("--lane-closures", lane_closures),
+                        ("--greenery", greenery)):
         if not 0.0 <= value <= 1.0:
             fail(f"{name} must be in 0..1, got {value}")
     cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks,
                       shrubs=shrubs, closures=closures, medians=medians, arcades=arcades, leaves=leaves,
-                      lane_closures=lane_closures)
+                      lane_closures=lane_closures, greenery=greenery)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)

@@ -11,7 +11,8 @@ guard rails, ``WorldConfig.barriers``; ``roadworks=P``: runs of plastic road-wor
 ``WorldConfig.roadworks``; ``shrubs=P``: roadside bushes and planters, ``WorldConfig.shrubs``;
 ``closures=P``: lines of plastic barriers on the road's edge, ``WorldConfig.closures``;
 ``lane_closures=P``: lines of water-filled barriers closing the outer lane's edge, parked cars
-behind them, ``WorldConfig.lane_closures``;
+behind them, ``WorldConfig.lane_closures``; ``greenery=P``: tall hedges in front of town
+buildings and larger street trees, ``WorldConfig.greenery``;
 ``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``;
 ``arcades=P``: town buildings whose upper floors stand on large concrete pillars,
 ``WorldConfig.arcades``; ``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``; all
@@ -41,7 +42,7 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures")  # WorldConfig, 0..1; 0 changes nothing
+WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures", "greenery")  # WorldConfig, 0..1; 0 changes nothing
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float}

@@ -290,6 +290,28 @@ def hedge(rng: np.random.Generator, l: float) -> Asset:
     return Asset.build([(BOX, (0, 0, hgt / 2), (l / 2, 0.4, hgt / 2), I3, HEDGE, np.clip(col, 0, 1))])
 
 
+def tall_hedge(rng: np.random.Generator, l: float) -> Asset:
+    """Dense hedge 1.2-2.4 m tall and ``l`` long, 0.8-1.6 m deep, with a lumpy top, standing on
+    the ground or (40 %) on a raised concrete planter 0.4-0.9 m high, as along building forecourts
+    (``WorldConfig.greenery``)."""
+    base = float(rng.uniform(0.4, 0.9)) if rng.random() < 0.4 else 0.0
+    hgt, dep = float(rng.uniform(1.2, 2.4)), float(rng.uniform(0.8, 1.6))
+    col = np.array([0.10, 0.21, 0.07]) * rng.uniform(0.55, 1.25) * rng.uniform(0.9, 1.1, 3)
+    prims = []
+    if base > 0:
+        grey = np.array([0.55, 0.54, 0.51]) * rng.uniform(0.6, 1.25)
+        prims.append((BOX, (0, 0, base / 2), (l / 2 + 0.1, dep / 2 + 0.1, base / 2), I3, PLAIN, np.clip(grey, 0, 1)))
+    body = hgt * 0.8
+    prims.append((BOX, (0, 0, base + body / 2), (l / 2, dep / 2, body / 2), I3, HEDGE, np.clip(col, 0, 1)))
+    n = max(1, int(l / 1.5))
+    for i in range(n):   # the lumpy top: one ellipsoid per 1.5 m
+        x = -l / 2 + (i + 0.5) * l / n
+        rz = hgt * float(rng.uniform(0.12, 0.3))
+        prims.append((ELL, (x, 0, base + body), (l / n * 0.6, dep / 2 * 1.05, rz), I3, HEDGE,
+                      np.clip(col * rng.uniform(0.85, 1.15), 0, 1)))
+    return Asset.build(prims)
+
+
 def shrub(rng: np.random.Generator, size: float = 1.0) -> Asset:
     """Low bush on the ground: one to three overlapping foliage ellipsoids, 0.4-1.6 m high
     (times ``size``), in greens from dark to yellowish."""

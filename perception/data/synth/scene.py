@@ -70,6 +70,9 @@ class WorldConfig:
                                        # x0.3 suburban; own random stream)
     lane_closures: float = 0.0         # chance per road side of a line of water-filled barriers closing the
                                        # outer lane's edge, parked cars behind it (own random stream)
+    greenery: float = 0.0              # chance that a town building stands back behind a tall hedge (x1
+                                       # urban, x0.5 suburban) and that a street tree is 1.4-2x larger
+                                       # (own random stream)
     leaves: float = 0.0                # strength (0-1) of leaf-scale texture (2-3 cm) on bushes, hedges
                                        # and tree crowns, faded out where a pixel covers more than a
                                        # leaf (a render-time texture: 0 leaves every image unchanged)
@@ -130,7 +133,7 @@ class World:
         self.lighting = make_lighting(rng, cfg)
         self.static, self._lamp_lights = make_static(rng, lay, self.scenery, self.seed, cfg.barriers, cfg.roadworks, s_start,
                                                         cfg.shrubs, cfg.closures, cfg.medians,
-                                                        cfg.arcades, cfg.lane_closures)
+                                                        cfg.arcades, cfg.lane_closures, cfg.greenery)
         spawner = AgentSpawner(rng)
         self.agents: list[Agent] = spawner.agents
         make_traffic(spawner, lay, cfg, self.scenery, self.ego_lane, s_start, length)

@@ -30,11 +30,11 @@ class StaticScene:
 
 def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: int, barriers: float,
                 roadworks: float = 0.0, ego_s: float = 150.0, shrubs: float = 0.0, closures: float = 0.0,
-                medians: float = 0.0, arcades: float = 0.0, lane_closures: float = 0.0
+                medians: float = 0.0, arcades: float = 0.0, lane_closures: float = 0.0, greenery: float = 0.0
                 ) -> tuple[StaticScene, list[np.ndarray]]:
     """Buildings, hedges, trees, street lamps, signs, traffic lights and (optionally) roadside
     barriers, road-works barrier runs, bushes, lane-edge barrier lines, lane closures, a median
-    barrier and arcaded building fronts along ``lay``; returns them with the street-lamp light positions.
+    barrier, arcaded building fronts and tall near greenery along ``lay``; returns them with the street-lamp light positions.
     ``ego_s``: where along the road the ego starts (road-works runs and barrier lines are placed
     near it)."""
     parts: list[dict[str, np.ndarray]] = []
@@ -50,9 +50,10 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
         return bool((surf["dc"] >= lay.curb + lay.sidewalk + margin).all())
 
     def add(asset: Asset, x: float, y: float, yaw: float, sem: int, check: float | None = None,
-            footprint: Asset | None = None) -> bool:
+            footprint: Asset | None = None, tag_rng: np.random.Generator | None = None) -> bool:
         """Place ``asset`` unless ``check`` is given and ``footprint`` (default: the asset)
-        comes within ``check`` of a sidewalk."""
+        comes within ``check`` of a sidewalk. ``tag_rng``: the stream of its tag (default: the
+        world's main stream; an opt-in option passes its own, so it leaves the rest unchanged)."""
         w = prims_to_world(asset, x, y, yaw)
         if check is not None:
             # footprint corners of every primitive's bounding box
@@ -66,7 +67,7 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
                 return False
         n = len(asset)
         w["sem"] = np.full(n, sem)
-        w["tag"] = np.full(n, rng.random())
+        w["tag"] = np.full(n, (rng if tag_rng is None else tag_rng).random())
         parts.append(w)
         return True
 
@@ -74,6 +75,9 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
     # arcades: an own random stream, so that arcades=0 leaves every seed's world unchanged
     arc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA2CA]))
     p_arcade = arcades * {"urban": 1.0, "suburban": 0.3, "rural": 0.0}[scen]
+    # tall near greenery: an own random stream too (forecourt hedges, larger street trees)
+    green_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x64EE]))
+    p_forecourt = greenery * {"urban": 1.0, "suburban": 0.5, "rural": 0.0}[scen]
     # buildings / houses along both sides
     if scen != "rural":
         for side in (-1, 1):
@@ -90,13 +94,20 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
                     gap = rng.uniform(6.0, 18.0)
                     gable = rng.random() < 0.75
                 sc = s + l / 2
-                dd = side * (outer + setback + w / 2)
+                forecourt = float(green_rng.uniform(2.5, 6.0)) if p_forecourt > 0 and green_rng.random() < p_forecourt else 0.0
+                dd = side * (outer + setback + forecourt + w / 2)
                 x, y, hd = lay.pose(np.array([sc]), dd)
                 house = assets.building(rng, l, w, h, gable)
                 shown = house
                 if p_arcade > 0 and arc_rng.random() < p_arcade:   # same footprint, same check
                     shown = assets.with_arcade(house, arc_rng, facing=-side)
-                add(shown, float(x[0]), float(y[0]), float(hd[0]), SEM["building"], check=0.5, footprint=house)
+                placed = add(shown, float(x[0]), float(y[0]), float(hd[0]), SEM["building"], check=0.5, footprint=house)
+                if placed and forecourt > 0:   # a tall hedge along the forecourt's road side
+                    hl = l * float(green_rng.uniform(0.5, 1.0))
+                    hs = sc + float(green_rng.uniform(-0.5, 0.5)) * (l - hl)
+                    hx, hy, hh = lay.pose(np.array([hs]), side * (outer + 0.9 + float(green_rng.uniform(0.0, 1.0))))   # clear of the sidewalk
+                    add(assets.tall_hedge(green_rng, hl), float(hx[0]), float(hy[0]), float(hh[0]),
+                        SEM["vegetation"], check=0.0, tag_rng=green_rng)
                 if scen == "suburban" and rng.random() < 0.5:   # front-garden hedge / wall
                     hl = l * rng.uniform(0.6, 1.0)
                     hx, hy, hh = lay.pose(np.array([sc]), side * (outer + 0.6))
@@ -115,6 +126,8 @@ def make_static(rng: np.random.Generator, lay: RoadLayout, scenery: str, seed: i
             else:
                 dd = side * (lay.half_width + lay.curb + lay.sidewalk - 0.8)
                 scale = rng.uniform(0.8, 1.2)
+                if greenery > 0 and green_rng.random() < greenery:   # an old street tree
+                    scale *= float(green_rng.uniform(1.4, 2.0))
             x, y, _ = lay.pose(np.array([s]), dd)
             tpts = np.array([[x[0], y[0]]])
             surf = lay.surface(torch.as_tensor(tpts[:, 0]), torch.as_tensor(tpts[:, 1]))
