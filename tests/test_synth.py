@@ -223,22 +223,10 @@ def test_cli_writes_dataset_and_reader_reads_it(tmp_path):
     assert np.abs(s.images[0].astype(int) - ref.images[0].astype(int)).mean() < 12   # lossy video
     bad = CliRunner().invoke(app, ["synth", "--frames", "0", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0
-    bad = CliRunner().invoke(app, ["synth", "--barriers", "1.5", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--barriers must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--roadworks", "2", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--roadworks must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--shrubs", "-0.1", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--shrubs must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--closures", "1.1", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--closures must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--medians", "1.5", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--medians must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--arcades", "-1", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--arcades must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--lane-closures", "1.2", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--lane-closures must be in 0..1" in bad.output
-    bad = CliRunner().invoke(app, ["synth", "--greenery", "2", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--greenery must be in 0..1" in bad.output
+    for flag, value in (("--barriers", "1.5"), ("--roadworks", "2"), ("--shrubs", "-0.1"), ("--closures", "1.1"),
+                        ("--medians", "1.5"), ("--arcades", "-1"), ("--lane-closures", "1.2"), ("--greenery", "2")):
+        bad = CliRunner().invoke(app, ["synth", flag, value, "--out", str(tmp_path / "x")])
+        assert bad.exit_code == 1 and f"{flag} must be in 0..1" in bad.output, flag
 
 
 def test_rigs():
@@ -275,6 +263,14 @@ def _with_option(seed: int, cfg: dict, **option: float) -> tuple[World, int]:
     np.testing.assert_array_equal(world.static.center[:n], plain.static.center)    # same world ...
     assert [a.s for a in world.agents] == [a.s for a in plain.agents]               # ... and traffic
     return world, n
+
+
+def _plain_and_unchanged_at_zero(seed: int, cfg: dict, option: str) -> World:
+    """The world of ``seed`` without ``option``; asserts that ``option=0`` gives the same static scene."""
+    plain, same = World(seed, WorldConfig(**cfg)), World(seed, WorldConfig(**cfg, **{option: 0.0}))
+    for k in ("kind", "center", "half", "mat", "color", "sem"):
+        np.testing.assert_array_equal(getattr(same.static, k), getattr(plain.static, k))
+    return plain
 
 
 def test_roadside_barriers_are_opt_in_and_leave_the_rest_of_the_world_alone():
@@ -356,10 +352,7 @@ def test_greenery_sets_town_buildings_back_behind_tall_hedges_and_grows_street_t
     from perception.data.synth import assets
 
     cfg = dict(scenery="urban", duration=5.0)
-    plain = World(3, WorldConfig(**cfg))
-    same = World(3, WorldConfig(**cfg, greenery=0.0))
-    for k in ("kind", "center", "half", "mat", "color", "sem"):
-        np.testing.assert_array_equal(getattr(same.static, k), getattr(plain.static, k))
+    plain = _plain_and_unchanged_at_zero(3, cfg, "greenery")
     green = World(3, WorldConfig(**cfg, greenery=1.0))
     lay = green.layout
     hedge = green.static.mat == assets.HEDGE
@@ -431,10 +424,7 @@ def test_arcade_puts_the_upper_floors_on_pillars_inside_the_building_footprint()
 
 def test_arcades_are_opt_in_and_leave_the_rest_of_the_world_alone():
     cfg = dict(scenery="urban", duration=5.0)
-    plain = World(3, WorldConfig(**cfg))
-    same = World(3, WorldConfig(**cfg, arcades=0.0))
-    for k in ("kind", "center", "half", "mat", "color", "sem"):
-        np.testing.assert_array_equal(getattr(same.static, k), getattr(plain.static, k))
+    plain = _plain_and_unchanged_at_zero(3, cfg, "arcades")
     arc = World(3, WorldConfig(**cfg, arcades=1.0))
     assert [a.s for a in arc.agents] == [a.s for a in plain.agents]        # same traffic
     other_p, other_a = plain.static.sem != SEM["building"], arc.static.sem != SEM["building"]
