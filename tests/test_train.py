@@ -295,6 +295,11 @@ def test_teacher_spec_writes_a_pseudo_labelled_folder(shared_data, tmp_path):
     assert 0 < (d > 0).mean() < 0.1 and 5.0 < d[d > 0].min() and d.max() < 40.0
     item = make_item(s, 0, (256, 448), None)
     assert item["depth"] is not None and not item["depth_dense"] and not item["has3d"].any()
+    # contact=0: the same boxes, no depth labels, in a cache of its own
+    plain = pseudo_label(spec + ",contact=0", cache_root=tmp_path)
+    assert plain != out and pseudo_label(spec + ",contact=1", cache_root=tmp_path) == out
+    s0 = SampleFolder(plain)[0]
+    assert s0.depth is None and np.array_equal(s0.boxes2d[0].boxes, s.boxes2d[0].boxes)
 
 
 def test_contact_depth_is_the_ground_depth_under_the_box():
@@ -353,6 +358,8 @@ def test_far_ignore_band_covers_the_cars_too_small_for_the_teacher():
     assert parse_teacher_spec("teacher:x.mp4,far=12")[1]["far"] == 12.0
     with pytest.raises(ValueError, match="far must be"):
         parse_teacher_spec("teacher:x.mp4,far=-1")
+    with pytest.raises(ValueError, match="contact must be 0 or 1"):
+        parse_teacher_spec("teacher:x.mp4,contact=2")
 
 
 @pytest.mark.slow

@@ -45,7 +45,8 @@ CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
 WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures", "greenery")  # WorldConfig, 0..1; 0 changes nothing
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
               **{k: float for k in WORLD_KEYS}}
-TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float}
+TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float,
+                "contact": int}
 VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
@@ -162,20 +163,24 @@ def _render_frames(args: tuple, indices: list[int]) -> int:
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, dict[str, str | int | float]]:
-    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5][,tiles=1][,far=PX]`` -> (source, options).
+    """``teacher:SOURCE[,calib=YAML][,every=N][,teacher=ONNX][,score=0.5][,tiles=1][,far=PX][,contact=1]`` -> (source, options).
     ``tiles=1`` (default) also runs the teacher on 2x2 tiles, so distant cars are labels or ignore
     regions rather than background (:meth:`perception.train.teacher.YoloxTeacher.tiled`).
     ``far=PX`` (default 0: off) makes the band around the horizon where a car would be under PX
-    pixels tall an ignore region (:func:`perception.train.teacher.far_ignore_band`)."""
+    pixels tall an ignore region (:func:`perception.train.teacher.far_ignore_band`).
+    ``contact=0`` leaves out the sparse depth of the vehicles' road contact
+    (:func:`perception.train.teacher.contact_depth`): the frames then teach 2D boxes only."""
     body = spec[len("teacher:"):].replace("$SHARED_DATA", str(SHARED_DATA))
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected teacher:SOURCE[,key=value...]")
     opts: dict[str, str | int | float] = {"every": 1, "teacher": str(SHARED_DATA / "weights" / "yolox_nano.onnx"),
-                                          "score": 0.5, "repeat": 1, "tiles": 1, "far": 0.0}
+                                          "score": 0.5, "repeat": 1, "tiles": 1, "far": 0.0, "contact": 1}
     _parse_options(spec, parts[1:], TEACHER_KEYS, opts)
     if opts["far"] < 0:
         raise ValueError(f"data spec {spec!r}: far must be >= 0 pixels")
+    if opts["contact"] not in (0, 1):
+        raise ValueError(f"data spec {spec!r}: contact must be 0 or 1")
     return parts[0], opts
 
 
@@ -191,8 +196,10 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
     from perception.train.teacher import YoloxTeacher, contact_depth, with_far_ignore
 
     source, opts = parse_teacher_spec(spec)
-    # far=0 (off) leaves the key out, so caches made before the option existed stay valid
-    ident = {k: v for k, v in opts.items() if k != "repeat" and not (k == "far" and not v)}
+    # far=0 and contact=1 (the defaults) leave their keys out, so caches made before the options
+    # existed stay valid
+    ident = {k: v for k, v in opts.items() if k != "repeat" and not (k == "far" and not v)
+             and not (k == "contact" and v == 1)}
     key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v2".encode()).hexdigest()[:10]
     out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
     if (out / "meta.json").is_file():
@@ -206,7 +213,7 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
             continue
         sample.boxes2d = [teacher.pseudo_labels(img, score_thresh=float(opts["score"]), tiles=bool(opts["tiles"]))
                           for img in sample.images]
-        depth = [contact_depth(b, cam) for b, cam in zip(sample.boxes2d, sample.cameras)]
+        depth = [contact_depth(b, cam) if opts["contact"] else None for b, cam in zip(sample.boxes2d, sample.cameras)]
         if opts["far"]:
             sample.boxes2d = [with_far_ignore(b, cam, float(opts["far"])) for b, cam in zip(sample.boxes2d, sample.cameras)]
         sample.depth = [d if d is not None else np.zeros((c.height, c.width), np.float32)
