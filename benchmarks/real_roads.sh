@@ -20,6 +20,7 @@ $P eval --model "$MODEL" --dataset nuscenes --data "$SHARED/nuscenes_keyframe" -
 $P eval --model "$MODEL" --dataset kitti --data "$SHARED/kitti_000008" --out "$OUT/kitti"
 (cd benchmarks && $PY object_distance.py nuscenes "$SHARED/nuscenes_keyframe" 256x448 "$MODEL") > "$OUT/distance-nuscenes.txt"
 (cd benchmarks && $PY object_distance.py kitti "$SHARED/kitti_000008" 192x608 "$MODEL") > "$OUT/distance-kitti.txt"
+(cd benchmarks && PERCEPTION_SHARED_DATA="$SHARED" $PY depth_by_camera.py "$MODEL") > "$OUT/depth-by-camera.md"
 $PY benchmarks/dashcam_agreement.py --model "$MODEL" --calib data/rigs/dashcam_1280x720.yaml \
     --out "$OUT/dashcam-calibrated" > "$OUT/dashcam-calibrated.json"
 $PY benchmarks/dashcam_agreement.py --model "$MODEL" --out "$OUT/dashcam-uncalibrated" > "$OUT/dashcam-uncalibrated.json"
