@@ -15,29 +15,28 @@ from pathlib import Path
 import numpy as np
 from predictions import iter_predictions
 
+from perception.eval.depth import DEPTH_RANGES, eigen_metrics
 from perception.eval.runner import EvalOptions
-
-RANGES = ((0, 10), (10, 20), (20, 40), (40, 80))
 
 
 def camera_rows(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int, float, list[str]]:
-    """(abs_rel, points, median ratio, per-range cells) of one camera's LiDAR points."""
+    """(abs_rel, points, median ratio, per-range cells) of one camera's LiDAR points, with the
+    metric and ranges of `perception eval` (:mod:`perception.eval.depth`)."""
     ok = (gt > 1e-3) & (gt < 80.0)
-    p, g = pred[ok], gt[ok]
     cells = []
-    for lo, hi in RANGES:
-        r = (g >= lo) & (g < hi)
-        cells.append(f"{np.mean(np.abs(p[r] - g[r]) / g[r]):.3f} ({np.median(p[r] / g[r]):.2f}x, n={r.sum()})"
-                     if r.any() else "-")
-    return float(np.mean(np.abs(p - g) / g)), int(ok.sum()), float(np.median(p / g)), cells
+    for lo, hi in DEPTH_RANGES:
+        r = ok & (gt >= lo) & (gt < hi)
+        cells.append(f"{eigen_metrics(pred, gt, mask=r)['abs_rel']:.3f} ({np.median(pred[r] / gt[r]):.2f}x, "
+                     f"n={r.sum()})" if r.any() else "-")
+    return eigen_metrics(pred, gt, mask=ok)["abs_rel"], int(ok.sum()), float(np.median(pred[ok] / gt[ok])), cells
 
 
 def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "rep-s"
     shared = Path(os.environ.get("PERCEPTION_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     print(f"model {model}\n")
-    print("| data | camera | abs_rel | points | median ratio | " + " | ".join(f"{lo}-{hi} m" for lo, hi in RANGES) + " |")
-    print("|---|---|---:|---:|---:|" + "---|" * len(RANGES))
+    print("| data | camera | abs_rel | points | median ratio | " + " | ".join(f"{lo:g}-{hi:g} m" for lo, hi in DEPTH_RANGES) + " |")
+    print("|---|---|---:|---:|---:|" + "---|" * len(DEPTH_RANGES))
     for dataset, folder, size in (("nuscenes", "nuscenes_keyframe", (256, 448)), ("kitti", "kitti_000008", (192, 608))):
         opts = EvalOptions(dataset=dataset, data=str(shared / folder), size=size)
         for sample, views, _, depth in iter_predictions(model, opts):

@@ -47,6 +47,9 @@ SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float,
                 "contact": int}
+# teacher keys added after caches existed, with their defaults: at the default a key stays out of
+# the cache key, so those caches stay valid
+TEACHER_KEYS_ADDED_LATER = {"far": 0.0, "contact": 1}
 VIDEO_KEYS = {"calib": str, "camera": str, "height": float, "every": int, "frames": int, "repeat": int}
 SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", "../shared/data"))
 
@@ -196,10 +199,7 @@ def pseudo_label(spec: str, cache_root: Path | None = None, progress: Callable[[
     from perception.train.teacher import YoloxTeacher, contact_depth, with_far_ignore
 
     source, opts = parse_teacher_spec(spec)
-    # far=0 and contact=1 (the defaults) leave their keys out, so caches made before the options
-    # existed stay valid
-    ident = {k: v for k, v in opts.items() if k != "repeat" and not (k == "far" and not v)
-             and not (k == "contact" and v == 1)}
+    ident = {k: v for k, v in opts.items() if k != "repeat" and TEACHER_KEYS_ADDED_LATER.get(k) != v}
     key = hashlib.sha1(f"{source}|{sorted(ident.items())}|v2".encode()).hexdigest()[:10]
     out = (cache_root or CACHE_ROOT) / f"teacher-{Path(source).stem}-{key}"
     if (out / "meta.json").is_file():
