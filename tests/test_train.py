@@ -437,6 +437,34 @@ def test_surface_detail_adds_fine_texture_but_not_to_the_sky():
     assert not np.array_equal(free[:40], img[:40]) or not np.array_equal(free[40:], img[40:])
 
 
+def test_random_convolution_keeps_geometry_and_statistics_and_is_off_by_default():
+    from perception.train.data import AugmentConfig, _random_convolution, make_item
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((96, 128, 3), np.uint8)
+    img[30:60, 40:90] = (200, 60, 30)                   # a red block on black
+    img = np.clip(img.astype(int) + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+    outs = [_random_convolution(img, np.random.default_rng(k)) for k in range(6)]
+    for out in outs:
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        # geometry stays: the block's edge is still where it was (largest contrast across row 30)
+        inside, outside = out[35:55, 50:80].reshape(-1, 3).mean(0), out[5:25, 5:30].reshape(-1, 3).mean(0)
+        assert np.abs(inside - outside).max() > 15
+    assert np.array_equal(_random_convolution(img, np.random.default_rng(3)), outs[3])
+    assert not np.array_equal(outs[3], outs[4])
+    # the colours change (a random filter mixes the channels), the overall brightness does not much
+    assert max(np.abs(o[35:55, 50:80].reshape(-1, 3).mean(0) - img[35:55, 50:80].reshape(-1, 3).mean(0)).max()
+               for o in outs) > 20
+    assert all(abs(float(o.mean()) - float(img.mean())) < 25 for o in outs)
+    # off by default: the same item and the same random stream as a config without the field
+    sample = fake_sample(3, width=192, height=128)
+    a = make_item(sample, 0, (96, 160), np.random.default_rng(7), AugmentConfig())
+    b = make_item(sample, 0, (96, 160), np.random.default_rng(7), AugmentConfig(randconv=0.0))
+    c = make_item(sample, 0, (96, 160), np.random.default_rng(7), AugmentConfig(randconv=1.0))
+    assert np.array_equal(a["image"], b["image"]) and not np.array_equal(a["image"], c["image"])
+    assert np.array_equal(a["boxes"], c["boxes"])      # labels untouched
+
+
 def test_tiled_teacher_keeps_whole_cars_and_adds_distant_ones(shared_data):
     """test4.jpg: the two near cars stay single whole boxes (no window-sized parts from tiles that
     cut them) and the tiles add distant cars the 416 px whole-image pass misses."""

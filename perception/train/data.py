@@ -41,6 +41,9 @@ class AugmentConfig:
     # regions. Rendered surfaces are smooth where real ones (foliage, brick, gravel) are full of fine
     # detail; a model trained on smooth surfaces reads fine detail as "far" (docs/training.md).
     detail: float = 0.0
+    # probability of a random convolution (RandConv, Xu et al. 2021): a random 1-7 px 3->3 filter
+    # blended with the image, so local texture and colour stop being reliable cues and shape must do
+    randconv: float = 0.0
     min_box_px: float = 3.0  # smaller boxes (after resize) become ignore regions
     min_visible: float = 0.1  # boxes less visible than this become ignore regions
 
@@ -135,6 +138,8 @@ def make_item(sample: Sample, cam_index: int, out_hw: tuple[int, int], rng: np.r
         if aug.detail and rng.random() < aug.detail:
             dense = depth is not None and bool(sample.extras.get("depth_dense", True))
             image = _surface_detail(image, rng, depth if dense else None)
+        if aug.randconv and rng.random() < aug.randconv:
+            image = _random_convolution(image, rng)
         image = _photometric(image, rng, aug)
 
     K = new_cam.K
@@ -232,6 +237,33 @@ def _surface_detail(image: np.ndarray, rng: np.random.Generator, depth: np.ndarr
         mask *= depth > 0
     gain = 1.0 + float(rng.uniform(0.03, 0.2)) * mask * tex
     return (image * gain[..., None]).round().clip(0, 255).astype(np.uint8)
+
+
+RANDCONV_KERNELS = (1, 3, 5, 7)
+
+
+def _random_convolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RandConv (Xu et al., "Robust and Generalizable Visual Representation Learning via Random
+    Convolutions", ICLR 2021): a 3->3 channel filter of size k in {1, 3, 5, 7} with weights drawn
+    from N(0, 1 / (3 k^2)) (He initialisation), its output brought to the image's per-channel mean
+    and standard deviation, then blended with the image at a random weight. Shapes and geometry
+    (so every label) stay; local texture, contrast and colour become random, which is the link
+    between rendered texture and depth a model should not rely on.
+    """
+    k = int(rng.choice(RANDCONV_KERNELS))
+    weights = rng.normal(0.0, 1.0 / math.sqrt(3 * k * k), (3, 3, k, k)).astype(np.float32)
+    x = image.astype(np.float32)
+    out = np.empty_like(x)
+    for o in range(3):
+        acc = cv2.filter2D(x[..., 0], -1, weights[o, 0], borderType=cv2.BORDER_REFLECT)
+        for i in (1, 2):
+            acc += cv2.filter2D(x[..., i], -1, weights[o, i], borderType=cv2.BORDER_REFLECT)
+        out[..., o] = acc
+    mean, std = x.reshape(-1, 3).mean(0), x.reshape(-1, 3).std(0)
+    o_mean, o_std = out.reshape(-1, 3).mean(0), out.reshape(-1, 3).std(0)
+    out = (out - o_mean) * (std / np.maximum(o_std, 1e-6)) + mean
+    a = float(rng.uniform(0.0, 1.0))
+    return (a * x + (1.0 - a) * out).round().clip(0, 255).astype(np.uint8)
 
 
 def _sensor_noise(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
