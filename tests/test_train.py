@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -415,6 +416,12 @@ def test_camera_response_randomisation_is_off_by_default_and_seeded_when_on():
     assert a[:, ::8].astype(int).mean() < 245           # the stripes are blurred
     vig = _camera_response(img, np.random.default_rng(2), AugmentConfig(vignette=0.5))
     assert vig[0, 1].mean() < vig[32, 49].mean()        # corners darker than the centre
+    # sharpening: the stripes' edges overshoot (brighter peaks, darker troughs next to them)
+    soft = cv2.GaussianBlur(img, (0, 0), 1.0)
+    sharp = _camera_response(soft, np.random.default_rng(4), AugmentConfig(sharpen=1.0))
+    assert sharp[:, ::8].astype(int).mean() > soft[:, ::8].astype(int).mean() + 5
+    assert sharp[:, 2::8].astype(int).mean() < soft[:, 2::8].astype(int).mean()
+    assert np.array_equal(_camera_response(soft, np.random.default_rng(4), AugmentConfig(sharpen=1.0)), sharp)
 
 
 def test_surface_detail_adds_fine_texture_but_not_to_the_sky():

@@ -37,6 +37,7 @@ class AugmentConfig:
     blur: float = 0.0           # probability of a Gaussian or horizontal motion blur (defocus, motion)
     jpeg: float = 0.0           # probability of a JPEG round trip at quality 25-90 (compressed dashcam video)
     vignette: float = 0.0       # up to this darkening at the corners (lens fall-off)
+    sharpen: float = 0.0        # probability of an unsharp mask (a camera's ISP sharpening)
     # scene-texture randomisation (0 = off): probability of fine random surface texture in random
     # regions. Rendered surfaces are smooth where real ones (foliage, brick, gravel) are full of fine
     # detail; a model trained on smooth surfaces reads fine detail as "far" (docs/training.md).
@@ -175,7 +176,7 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
     mean = b * float(np.mean(cv2.mean(image)[:3]))
     affine = np.concatenate([c * b * sat, np.full((3, 1), (1.0 - c) * mean)], axis=1)
     out = cv2.transform(image, affine)  # uint8 in, uint8 out, rounded and saturated
-    if aug.gamma or aug.white_balance or aug.blur or aug.jpeg or aug.vignette:
+    if aug.gamma or aug.white_balance or aug.blur or aug.jpeg or aug.vignette or aug.sharpen:
         out = _camera_response(out, rng, aug)
     if aug.noise > 0:
         out = _sensor_noise(out, rng, aug.noise)
@@ -184,8 +185,8 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
 
 def _camera_response(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
     """What a real camera does to a picture and the renderer does not: tone curve (gamma), white
-    balance, lens vignetting, defocus or motion blur and JPEG compression. Each is drawn only when
-    enabled in ``aug`` (the random stream of configs without them is unchanged)."""
+    balance, lens vignetting, defocus or motion blur, sharpening and JPEG compression. Each is
+    drawn only when enabled in ``aug`` (the random stream of configs without them is unchanged)."""
     out = image
     if aug.gamma or aug.white_balance:
         g = 1.0 + rng.uniform(-aug.gamma, aug.gamma) if aug.gamma else 1.0
@@ -207,6 +208,11 @@ def _camera_response(image: np.ndarray, rng: np.random.Generator, aug: AugmentCo
             kernel = np.zeros((k, k), np.float32)
             kernel[k // 2, :] = 1.0 / k
             out = cv2.filter2D(out, -1, kernel)
+    if aug.sharpen and rng.random() < aug.sharpen:
+        # unsharp mask as a camera's image processor applies it: after the optics, before JPEG
+        soft = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.5, 1.5)))
+        amount = float(rng.uniform(0.3, 1.5))
+        out = cv2.addWeighted(out, 1.0 + amount, soft, -amount, 0.0)   # uint8, saturated
     if aug.jpeg and rng.random() < aug.jpeg:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 91))])
         if ok:
