@@ -7,7 +7,8 @@ on the shared KITTI and nuScenes frames as they are and after filters that remov
 while keeping the scene's geometry (Gaussian blur, median, bilateral). A model that learned
 depth from the shape of the scene barely changes; one that learned "fine detail = far away" from
 smooth rendered surfaces gets much better when the detail is removed (rep-s stage 8: KITTI
-abs_rel 1.12 as is, 0.57 after a 1-pixel blur). Needs ../shared/data or PERCEPTION_SHARED_DATA.
+abs_rel 1.12 as is, 0.57 after a 1-pixel blur), and worse when edges are sharpened (unsharp mask
+of 1 px at amount 0.5 and 1). Needs ../shared/data or PERCEPTION_SHARED_DATA.
 """
 import os
 import sys
@@ -28,6 +29,9 @@ FILTERS = {
     "blur 2 px": lambda x: cv2.GaussianBlur(x, (0, 0), 2.0),
     "median 5": lambda x: cv2.medianBlur(x, 5),
     "bilateral": lambda x: cv2.bilateralFilter(x, 9, 50, 7),
+    # the opposite: more edge contrast, as a camera's sharpening adds (`augment.sharpen`)
+    "unsharp 0.5": lambda x: cv2.addWeighted(x, 1.5, cv2.GaussianBlur(x, (0, 0), 1.0), -0.5, 0.0),
+    "unsharp 1.0": lambda x: cv2.addWeighted(x, 2.0, cv2.GaussianBlur(x, (0, 0), 1.0), -1.0, 0.0),
 }
 
 

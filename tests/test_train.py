@@ -233,6 +233,22 @@ def test_synth_spec_parsing_and_cache_dir(tmp_path):
         parse_synth_spec("synth:surround6,frame=20")
     a = synth_cache_dir("synth:surround6,frames=20", (64, 96), tmp_path)
     assert a != synth_cache_dir("synth:surround6,frames=20", (64, 128), tmp_path)
+    # render_scale: 1 (the default) keeps every existing cache; F renders at F times the input size
+    assert synth_cache_dir("synth:surround6,frames=20,render_scale=1", (64, 96), tmp_path) == a
+    assert synth_cache_dir("synth:surround6,render_scale=2", (64, 96), tmp_path) == \
+        synth_cache_dir("synth:surround6", (128, 192), tmp_path)
+    for bad in ("0.5", "5"):
+        with pytest.raises(ValueError, match="render_scale must be in 1..4"):
+            parse_synth_spec(f"synth:surround6,render_scale={bad}")
+
+
+def test_render_scale_renders_larger_frames_for_the_same_input(tmp_path):
+    from perception.train.sources import render_synth
+
+    out = render_synth("synth:front_wide,frames=1,seed=7,render_scale=1.5", (64, 96), cache_root=tmp_path, workers=1)
+    sample = SampleFolder(out)[0]
+    assert sample.images[0].shape[:2] == (96, 144)
+    assert sample.cameras[0].width == 144 and sample.cameras[0].height == 96
 
 
 def test_concat_source_mixes_camera_counts(tmp_path):

@@ -16,7 +16,8 @@ buildings and larger street trees, ``WorldConfig.greenery``;
 ``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``;
 ``arcades=P``: town buildings whose upper floors stand on large concrete pillars,
 ``WorldConfig.arcades``; ``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``; all
-default 0). Rendering is resumable: complete frames already in the cache are kept, so an
+default 0). ``render_scale=F`` (1..4, default 1) renders at F times the network input, so training
+crops are downsampled as real frames are (:func:`render_size`). Rendering is resumable: complete frames already in the cache are kept, so an
 interrupted render continues where it stopped.
 """
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
 WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures", "greenery")  # WorldConfig, 0..1; 0 changes nothing
-SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int,
+SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "render_scale": float,
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float,
                 "contact": int}
@@ -73,8 +74,11 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     parts = [p for p in body.split(",") if p]
     if not parts:
         raise ValueError(f"data spec {spec!r}: expected synth:RIG[,key=value...]")
-    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, **{k: 0.0 for k in WORLD_KEYS}}
+    opts = {"frames": 1000, "seed": 1000, "episode_frames": 4, "fps": 2.0, "repeat": 1, "render_scale": 1.0,
+            **{k: 0.0 for k in WORLD_KEYS}}
     opts = _parse_options(spec, parts[1:], SYNTH_KEYS, opts)
+    if not 1.0 <= opts["render_scale"] <= 4.0:
+        raise ValueError(f"data spec {spec!r}: render_scale must be in 1..4")
     for key in WORLD_KEYS:
         if not 0.0 <= opts[key] <= 1.0:
             kind = "a strength" if key == "leaves" else "a probability"
@@ -82,11 +86,21 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     return parts[0], opts
 
 
+def render_size(spec: str, size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) the spec's frames are rendered at for the network input ``size``: ``render_scale``
+    times it. Rendered at the input size, most training crops are zoomed in (upsampled) and softer
+    than a real frame, which is always downsampled to the input; a model trained on them reads a
+    real frame's crisp detail as distance (docs/training.md, "Real roads")."""
+    f = float(parse_synth_spec(spec)[1]["render_scale"])
+    return (int(round(size[0] * f)), int(round(size[1] * f)))
+
+
 def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = None) -> Path:
-    """Cache folder of a spec. Frame i depends only on (rig, seed, episode_frames, fps, size),
-    not on the frame count, so the key leaves ``frames`` out: asking for more frames later
-    renders only the new ones."""
+    """Cache folder of a spec for the network input ``size``. Frame i depends only on (rig, seed,
+    episode_frames, fps, rendered size), not on the frame count, so the key leaves ``frames`` out:
+    asking for more frames later renders only the new ones."""
     rig, opts = parse_synth_spec(spec)
+    size = render_size(spec, size)
     ident = f"{rig}|{opts['seed']}|{opts['episode_frames']}|{opts['fps']}|{size[0]}x{size[1]}|v1"
     for key in WORLD_KEYS:    # worlds without them keep their old keys
         if opts[key]:
@@ -105,6 +119,7 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
     """
     rig, opts = parse_synth_spec(spec)
     out = synth_cache_dir(spec, size, cache_root)
+    size = render_size(spec, size)
     out.mkdir(parents=True, exist_ok=True)
     frames = int(opts["frames"])
     done = {p.parent.name for p in out.glob("*/labels.json")}
