@@ -16,9 +16,9 @@ buildings and larger street trees, ``WorldConfig.greenery``;
 ``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``;
 ``arcades=P``: town buildings whose upper floors stand on large concrete pillars,
 ``WorldConfig.arcades``; ``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``; all
-default 0). ``render_scale=F`` (1..4, default 1) renders at F times the network input, so training
-crops are downsampled as real frames are (:func:`render_size`). Rendering is resumable: complete frames already in the cache are kept, so an
-interrupted render continues where it stopped.
+default 0). ``render_scale=F`` (1..4, default 1) renders at F times the network input, so
+training crops are downsampled as real frames are (:func:`render_size`). Rendering is resumable:
+complete frames already in the cache are kept, so an interrupted render continues where it stopped.
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
     return parts[0], opts
 
 
-def render_size(spec: str, size: tuple[int, int]) -> tuple[int, int]:
-    """(H, W) the spec's frames are rendered at for the network input ``size``: ``render_scale``
-    times it. Rendered at the input size, most training crops are zoomed in (upsampled) and softer
+def render_size(opts: dict[str, float | int], size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) a synthetic spec's frames are rendered at for the network input ``size``: its
+    ``render_scale`` option (``opts`` from :func:`parse_synth_spec`) times it. Rendered at the input size, most training crops are zoomed in (upsampled) and softer
     than a real frame, which is always downsampled to the input; a model trained on them reads a
     real frame's crisp detail as distance (docs/training.md, "Real roads")."""
-    f = float(parse_synth_spec(spec)[1]["render_scale"])
+    f = float(opts["render_scale"])
     return (int(round(size[0] * f)), int(round(size[1] * f)))
 
 
@@ -100,7 +100,7 @@ def synth_cache_dir(spec: str, size: tuple[int, int], cache_root: Path | None = 
     episode_frames, fps, rendered size), not on the frame count, so the key leaves ``frames`` out:
     asking for more frames later renders only the new ones."""
     rig, opts = parse_synth_spec(spec)
-    size = render_size(spec, size)
+    size = render_size(opts, size)
     ident = f"{rig}|{opts['seed']}|{opts['episode_frames']}|{opts['fps']}|{size[0]}x{size[1]}|v1"
     for key in WORLD_KEYS:    # worlds without them keep their old keys
         if opts[key]:
@@ -119,7 +119,7 @@ def render_synth(spec: str, size: tuple[int, int], cache_root: Path | None = Non
     """
     rig, opts = parse_synth_spec(spec)
     out = synth_cache_dir(spec, size, cache_root)
-    size = render_size(spec, size)
+    size = render_size(opts, size)
     out.mkdir(parents=True, exist_ok=True)
     frames = int(opts["frames"])
     done = {p.parent.name for p in out.glob("*/labels.json")}
