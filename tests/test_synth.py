@@ -543,3 +543,33 @@ def test_preview_pictures_follow_the_camera_layout(frame):
     bev = bev_image(s, scale=2)
     h, w = s.extras["bev"]["drivable"].shape
     assert bev.shape == (2 * h, 2 * w, 3) and tuple(bev[h, w]) == (255, 60, 60)  # ego at the centre
+
+
+def test_fast_shutter_is_opt_in_and_removes_motion_blur_in_daylight_only():
+    """``fast_shutter`` shortens the daylight exposure (less motion blur) on its own random stream:
+    at 0 every image is as before, night and dusk keep their long exposures."""
+    from perception.data.synth.render import exposure_time
+    from perception.train.sources import parse_synth_spec, synth_cache_dir
+
+    def frame(time_of_day: str, p: float):
+        cfg = WorldConfig(scenery="suburban", weather="clear", time_of_day=time_of_day, duration=5.0, fast_shutter=p)
+        return World(5, cfg).frame()
+
+    assert exposure_time(frame("day", 0.0)) == 1 / 150
+    assert exposure_time(frame("day", 1.0)) == 1 / 1000
+    assert exposure_time(frame("dusk", 1.0)) == 1 / 60
+    assert exposure_time(frame("night", 1.0)) == 1 / 30
+    import cv2
+
+    cfg = dict(scenery="suburban", weather="clear", time_of_day="day")
+    slow, fast = (SynthDataset("surround6", seed=3, frames=1, size=(128, 224), config=WorldConfig(**cfg, fast_shutter=p))[0]
+                  for p in (0.0, 1.0))
+    for a, b, za, zb in zip(slow.images, fast.images, slow.depth, fast.depth):
+        np.testing.assert_array_equal(za, zb)                  # the same scene ...
+        detail = [cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var() for im in (a, b)]
+        assert detail[1] >= detail[0] * 0.999                   # ... never blurrier with the fast shutter
+    assert any((a != b).any() for a, b in zip(slow.images, fast.images))   # and the side cameras' blur is gone
+    assert synth_cache_dir("synth:front_wide,fast_shutter=0", (64, 96)) == synth_cache_dir("synth:front_wide", (64, 96))
+    assert synth_cache_dir("synth:front_wide,fast_shutter=1", (64, 96)) != synth_cache_dir("synth:front_wide", (64, 96))
+    with pytest.raises(ValueError, match="fast_shutter must be a probability in 0..1"):
+        parse_synth_spec("synth:front_wide,fast_shutter=2")

@@ -60,6 +60,9 @@ def synth_command(
                                   "floors on large concrete pillars over a recessed ground storey. 0 keeps every seed as before."),
     leaves: float = typer.Option(0.0, "--leaves", help="Strength (0-1) of leaf-scale texture on near bushes, hedges "
                                  "and tree crowns (fades where a pixel is bigger than a leaf). 0 keeps every image as before."),
+    fast_shutter: float = typer.Option(0.0, "--fast-shutter", help="Chance (0-1) that a daylight frame is exposed "
+                                       "for 1/1000 s instead of 1/150 s: no motion blur on near things, as real "
+                                       "cameras in sun. 0 keeps every image as before."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default; use 1 on a busy machine)."),
     workers: int = typer.Option(0, "--workers", help="Render processes, one torch thread each (0 = one per CPU "
@@ -104,12 +107,12 @@ def synth_command(
     for name, value in (("--barriers", barriers), ("--roadworks", roadworks), ("--shrubs", shrubs),
                         ("--closures", closures), ("--medians", medians), ("--arcades", arcades),
                         ("--leaves", leaves), ("--lane-closures", lane_closures),
-                        ("--greenery", greenery)):
+                        ("--greenery", greenery), ("--fast-shutter", fast_shutter)):
         if not 0.0 <= value <= 1.0:
             fail(f"{name} must be in 0..1, got {value}")
     cfg = WorldConfig(weather=weather, time_of_day=time_of_day, scenery=scenery, barriers=barriers, roadworks=roadworks,
                       shrubs=shrubs, closures=closures, medians=medians, arcades=arcades, leaves=leaves,
-                      lane_closures=lane_closures, greenery=greenery)
+                      lane_closures=lane_closures, greenery=greenery, fast_shutter=fast_shutter)
     opts = RenderOptions()
     ds = SynthDataset(the_rig, seed=seed, frames=frames, fps=fps, episode_frames=episode_frames or frames,
                       config=cfg, device=device, options=opts)

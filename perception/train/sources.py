@@ -15,7 +15,8 @@ behind them, ``WorldConfig.lane_closures``; ``greenery=P``: tall hedges in front
 buildings and larger street trees, ``WorldConfig.greenery``;
 ``medians=P``: a concrete barrier between the two directions, ``WorldConfig.medians``;
 ``arcades=P``: town buildings whose upper floors stand on large concrete pillars,
-``WorldConfig.arcades``; ``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``; all
+``WorldConfig.arcades``; ``leaves=S``: leaf-scale texture of strength S on near vegetation, ``WorldConfig.leaves``;
+``fast_shutter=P``: daylight frames exposed for 1/1000 s, without motion blur, ``WorldConfig.fast_shutter``; all
 default 0). ``render_scale=F`` (1..4, default 1) renders at F times the network input, so
 training crops are downsampled as real frames are (:func:`render_size`). Rendering is resumable:
 complete frames already in the cache are kept, so an interrupted render continues where it stopped.
@@ -43,7 +44,8 @@ from perception.utils.image_io import write_jpeg
 log = logging.getLogger(__name__)
 
 CACHE_ROOT = Path(os.environ.get("PERCEPTION_CACHE", "runs/cache"))
-WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures", "greenery")  # WorldConfig, 0..1; 0 changes nothing
+WORLD_KEYS = ("barriers", "roadworks", "shrubs", "closures", "medians", "arcades", "leaves", "lane_closures", "greenery",
+              "fast_shutter")  # WorldConfig, 0..1; 0 changes nothing
 SYNTH_KEYS = {"frames": int, "seed": int, "episode_frames": int, "fps": float, "repeat": int, "render_scale": float,
               **{k: float for k in WORLD_KEYS}}
 TEACHER_KEYS = {"calib": str, "every": int, "teacher": str, "score": float, "repeat": int, "tiles": int, "far": float,

@@ -374,7 +374,7 @@ class Renderer:
             gain = gain * g.vignette[0, 0, :, :, None]
             # depth-aware motion blur from the ego's motion (static-world flow, pixels per exposure)
             v_ego = np.array([np.hypot(*fr.ego_velocity), 0, 0])
-            t_exp = 1 / 30 if lt.night else (1 / 60 if lt.time_of_day == "dusk" else 1 / 150)
+            t_exp = exposure_time(fr)
             vc = np.stack([cam.T_cam_ego[:3, :3] @ (-v_ego) for cam in g.cams])            # [C, 3]
             vct = torch.as_tensor(vc * t_exp, dtype=torch.float32, device=dev)[:, :, None, None]
             ray = g.rays_rm.view(C, g.Hp, g.Wp, 3)[:, :H, :W]
@@ -404,6 +404,23 @@ class Renderer:
                 im = effects.add_noise(im, self._sensor[key].sample(rngs[ci]), sigma)
             out.append(im)
         return out
+
+
+def exposure_time(fr: Frame) -> float:
+    """Shutter time (s) of a frame's cameras, which sets the motion blur: long at night and dusk;
+    in daylight 1/150 s, or with probability ``fr.fast_shutter`` 1/1000 s, as real cameras in sun
+    expose, so that near things are not smeared. The draw has its own random stream, so
+    ``fast_shutter=0`` leaves every image unchanged."""
+    lt = fr.lighting
+    if lt.night:
+        return 1 / 30
+    if lt.time_of_day == "dusk":
+        return 1 / 60
+    if fr.fast_shutter > 0:
+        draw = np.random.default_rng(np.random.SeedSequence([fr.seed, fr.index, 0x5407])).random()
+        if draw < fr.fast_shutter:
+            return 1 / 1000
+    return 1 / 150
 
 
 def _headlights(xe: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,9 @@ class WorldConfig:
     leaves: float = 0.0                # strength (0-1) of leaf-scale texture (2-3 cm) on bushes, hedges
                                        # and tree crowns, faded out where a pixel covers more than a
                                        # leaf (a render-time texture: 0 leaves every image unchanged)
+    fast_shutter: float = 0.0          # chance that a daylight frame is exposed for 1/1000 s instead of
+                                       # 1/150 s, as real cameras in sun are, so that near things get no
+                                       # motion blur (render time, own random stream: 0 changes nothing)
     ego_speed: tuple[float, float] = (6.0, 14.0)
 
 
@@ -95,6 +98,7 @@ class Frame:
     seed: int
     palette: dict = field(default_factory=dict)
     leaves: float = 0.0                # WorldConfig.leaves
+    fast_shutter: float = 0.0          # WorldConfig.fast_shutter
 
     @property
     def extras_palette(self) -> dict:
@@ -193,4 +197,5 @@ class World:
         if len(lamps):
             lamps = lamps[np.hypot(lamps[:, 0] - ex, lamps[:, 1] - ey) < R]
         return Frame(self.time, self.index, self.T_world_ego, np.array([self.ego.vx, self.ego.vy]), prims, objects,
-                     self.lighting, self.layout, lamps, self.seed, self.palette, self.config.leaves)
+                     self.lighting, self.layout, lamps, self.seed, self.palette, self.config.leaves,
+                     self.config.fast_shutter)
