@@ -548,6 +548,8 @@ def test_preview_pictures_follow_the_camera_layout(frame):
 def test_fast_shutter_is_opt_in_and_removes_motion_blur_in_daylight_only():
     """``fast_shutter`` shortens the daylight exposure (less motion blur) on its own random stream:
     at 0 every image is as before, night and dusk keep their long exposures."""
+    import cv2
+
     from perception.data.synth.render import exposure_time
     from perception.train.sources import parse_synth_spec, synth_cache_dir
 
@@ -559,8 +561,6 @@ def test_fast_shutter_is_opt_in_and_removes_motion_blur_in_daylight_only():
     assert exposure_time(frame("day", 1.0)) == 1 / 1000
     assert exposure_time(frame("dusk", 1.0)) == 1 / 60
     assert exposure_time(frame("night", 1.0)) == 1 / 30
-    import cv2
-
     cfg = dict(scenery="suburban", weather="clear", time_of_day="day")
     slow, fast = (SynthDataset("surround6", seed=3, frames=1, size=(128, 224), config=WorldConfig(**cfg, fast_shutter=p))[0]
                   for p in (0.0, 1.0))

@@ -90,9 +90,10 @@ def parse_synth_spec(spec: str) -> tuple[str, dict[str, float | int]]:
 
 def render_size(opts: dict[str, float | int], size: tuple[int, int]) -> tuple[int, int]:
     """(H, W) a synthetic spec's frames are rendered at for the network input ``size``: its
-    ``render_scale`` option (``opts`` from :func:`parse_synth_spec`) times it. Rendered at the input size, most training crops are zoomed in (upsampled) and softer
-    than a real frame, which is always downsampled to the input; a model trained on them reads a
-    real frame's crisp detail as distance (docs/training.md, "Real roads")."""
+    ``render_scale`` option (``opts`` from :func:`parse_synth_spec`) times it. Rendered at the
+    input size, most training crops are zoomed in (upsampled) and softer than a real frame, which
+    is always downsampled to the input; a model trained on them reads a real frame's crisp detail
+    as distance (docs/training.md, "Real roads")."""
     f = float(opts["render_scale"])
     return (int(round(size[0] * f)), int(round(size[1] * f)))
 
