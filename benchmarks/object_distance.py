@@ -4,7 +4,8 @@
     python benchmarks/object_distance.py nuscenes ../shared/data/nuscenes_keyframe 256x448 [MODEL]
     python benchmarks/object_distance.py synth - 256x448 [MODEL] [FRAMES]    # the test split (seed 90000)
 
-For every detection (score >= 0.3) matching a ground-truth car or truck (IoU > 0.5), the camera z
+For every car or truck detection (score >= 0.3) matching a ground-truth car or truck (IoU > 0.5;
+boxes of other classes, such as nuScenes barriers, are not matched), the camera z
 of the object from the detection head (``head``), the dense depth map (``dense``), the ground
 plane under the box (``ground``, needs the calibrated mount) and the one the pipeline keeps
 (``chosen``, :func:`perception.pipeline.lifting.lift_detections`), divided by the true z.
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 from predictions import iter_predictions
 
+from perception.data.classes import CLASSES
 from perception.eval.detection import box_iou
 from perception.eval.runner import EvalOptions
 from perception.pipeline.lifting import lift_detections
@@ -24,6 +26,7 @@ def matched_distances(dataset: str, data: str | None, size: tuple[int, int], mod
     """``[N, 5]``: true z, head, dense, ground and chosen distance of each matched car/truck
     (``frames``: how many frames of the synthetic test split, for ``dataset="synth"``)."""
     rows = []
+    vehicle = [CLASSES.index("car"), CLASSES.index("truck")]
     opts = EvalOptions(dataset="synth", seed=90000, frames=frames, size=size) if dataset == "synth" else \
         EvalOptions(dataset=dataset, data=data, size=size)
     for s, pre, out, depth in iter_predictions(model_spec, opts):
@@ -32,8 +35,11 @@ def matched_distances(dataset: str, data: str | None, size: tuple[int, int], mod
             gt = s.boxes2d[c]
             if gt is None or not objs or not len(gt.boxes):
                 continue
-            gt_z = np.asarray(gt.center_cam)[:, 2] if gt.center_cam is not None else np.asarray(gt.depth)
-            iou = box_iou(np.array([o.box for o in objs]), p.to_network(np.asarray(gt.boxes, float)))
+            keep = np.isin(np.asarray(gt.labels), vehicle)
+            if not keep.any():
+                continue
+            gt_z = (np.asarray(gt.center_cam)[:, 2] if gt.center_cam is not None else np.asarray(gt.depth))[keep]
+            iou = box_iou(np.array([o.box for o in objs]), p.to_network(np.asarray(gt.boxes, float)[keep]))
             for i, o in enumerate(objs):
                 j = int(np.argmax(iou[i]))
                 if iou[i, j] > 0.5 and o.label in ("car", "truck"):
