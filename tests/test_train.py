@@ -505,3 +505,72 @@ def test_tiled_teacher_keeps_whole_cars_and_adds_distant_ones(shared_data):
     assert len(big) == 2 and np.abs(np.sort(big, 0) - np.sort(whole.boxes[~whole.ignore], 0)).max() < 15
     added = tiled.boxes[(tiled.boxes[:, 3] - tiled.boxes[:, 1]) <= 40]
     assert len(added) >= 2 and tiled.ignore[(tiled.boxes[:, 3] - tiled.boxes[:, 1]) <= 40].all()
+
+
+def test_gaussian_blur_keeps_flat_images_and_smooths_noise():
+    from perception.train.consistency import gaussian_blur
+
+    flat = torch.full((1, 3, 20, 30), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat), flat)
+    noise = torch.rand(2, 3, 40, 50, generator=torch.Generator().manual_seed(0))
+    out = gaussian_blur(noise, 1.0)
+    assert out.shape == noise.shape
+    assert out.std() < 0.5 * noise.std()                         # a 1-px blur removes most pixel noise
+    assert abs(float(out.mean() - noise.mean())) < 0.01
+    assert gaussian_blur(noise, 0.0) is noise
+
+
+def test_blur_consistency_loss_is_scale_invariant_log_error_on_surfaces_only():
+    from perception.train.consistency import blur_consistency_loss
+
+    target = torch.full((1, 1, 4, 4), 10.0)
+    target[..., 0, :] = 200.0                                    # sky: beyond max_depth, not a target
+    assert float(blur_consistency_loss(2.0 * target, target)) == pytest.approx(0.0, abs=1e-6)  # scale only
+    pred = torch.full((1, 1, 4, 4), 20.0)
+    pred[..., 1, :] = 40.0                                       # one row twice as far as the rest
+    pred.requires_grad_(True)
+    loss = blur_consistency_loss(pred, target)
+    assert float(loss.detach()) == pytest.approx(math.log(2.0) / 3, rel=1e-5)  # 4 of the 12 pixels off
+    loss.backward()
+    assert (pred.grad[..., 0, :] == 0).all() and (pred.grad[..., 1, :] > 0).all()
+    assert float(blur_consistency_loss(pred.detach(), torch.full_like(target, 200.0))) == 0.0
+    two = torch.cat([pred.detach(), 3.0 * pred.detach()])       # per image: each its own scale
+    assert float(blur_consistency_loss(two, torch.cat([target, target]))) == pytest.approx(float(loss.detach()), rel=1e-5)
+
+
+def test_blur_consistency_uses_only_images_without_dense_depth():
+    """The term is computed on the real frames of a batch (no dense depth labels), with the EMA
+    model's depth of the blurred image as the target."""
+    from types import SimpleNamespace
+
+    from perception.train.consistency import blur_consistency_loss, gaussian_blur
+    from perception.train.trainer import _blur_consistency
+
+    torch.manual_seed(0)
+    ema = create_model("rep-n").eval()
+    images = torch.rand(2, 3, 64, 96)
+    K = torch.tensor([[80.0, 0, 48], [0, 80.0, 32], [0, 0, 1]]).expand(2, 3, 3).contiguous()
+    run = SimpleNamespace(ema=SimpleNamespace(module=ema), blur_teacher=None, amp_dtype=None,
+                          device=torch.device("cpu"))
+    depth = torch.full((2, 1, 64, 96), 5.0)
+    depth[0] = 1e4                                              # the synthetic image's prediction: not used
+    with torch.no_grad():
+        expected = blur_consistency_loss(depth[1:], ema(gaussian_blur(images[1:]), K[1:])["depth"])
+    batch = {"images": images, "K": K, "depth_dense": torch.tensor([True, False])}
+    assert float(_blur_consistency(run, batch, depth)) == pytest.approx(float(expected), rel=1e-5)
+    run.blur_teacher = create_model("rep-n").eval()             # a frozen teacher replaces the EMA
+    with torch.no_grad():
+        other = blur_consistency_loss(depth[1:], run.blur_teacher(gaussian_blur(images[1:]), K[1:])["depth"])
+    assert float(other) != pytest.approx(float(expected), rel=1e-3)
+    assert float(_blur_consistency(run, batch, depth)) == pytest.approx(float(other), rel=1e-5)
+    batch["depth_dense"] = torch.tensor([True, True])
+    assert float(_blur_consistency(run, batch, depth)) == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "1", True])
+def test_blur_consistency_weight_is_checked(bad):
+    with pytest.raises(ValueError, match="blur_consistency"):
+        TrainConfig.from_dict({"loss": {"blur_consistency": bad}})
+    assert TrainConfig.from_dict({"loss": {"blur_consistency": 0.5}}).loss.blur_consistency == 0.5
+    with pytest.raises(ValueError, match="blur_teacher"):                # a teacher for a term that is off
+        TrainConfig.from_dict({"blur_teacher": "rep-s"})

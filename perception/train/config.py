@@ -48,6 +48,9 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillSettings | None = None  # e.g. {teacher: rep-s, temperature: 2.0}
+    # a frozen model (registered name or file) whose depth of the blurred real frames is the
+    # target of loss.blur_consistency; None = the EMA of the model being trained
+    blur_teacher: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> "TrainConfig":
@@ -75,6 +78,11 @@ class TrainConfig:
             if isinstance(d.get(key), str):
                 d[key] = str(Path(d[key]).expanduser())
         cfg = cls(**d)
+        bc = cfg.loss.blur_consistency
+        if isinstance(bc, bool) or not isinstance(bc, (int, float)) or not bc >= 0 or bc == float("inf"):
+            raise ValueError(f"{where}: loss.blur_consistency must be a weight >= 0, got {bc!r}")
+        if cfg.blur_teacher is not None and not bc > 0:
+            raise ValueError(f"{where}: blur_teacher is set but loss.blur_consistency is 0, so it would not be used")
         if cfg.amp not in ("bf16", "fp16", "none"):
             raise ValueError(f"{where}: amp must be bf16, fp16 or none, got {cfg.amp!r}")
         return cfg

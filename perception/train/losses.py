@@ -36,6 +36,9 @@ class LossWeights:
     # self-supervised depth on ``video:`` data (photo + smooth + height terms, see train/selfsup.py);
     # None = 0.1 when the config has video specs, else off. See SELFSUP_DEFAULT for why 0.1.
     selfsup: float | None = None
+    # depth of the images without dense depth labels (real frames) pulled towards the EMA model's
+    # depth of the same image blurred by 1 px (train/consistency.py); 0 = off
+    blur_consistency: float = 0.0
 
 
 # Why 0.1: the photometric term (SSIM/L1 mix on [0, 1] images) is of order 0.05-0.15 and its

@@ -33,6 +33,7 @@ from perception.nn import ModelLoadError, create_model, load_checkpoint, reparam
     save_checkpoint
 from perception.nn.model import PerceptionNet
 from perception.train.config import DistillSettings, TrainConfig
+from perception.train.consistency import blur_consistency_loss, gaussian_blur
 from perception.train.data import CameraDataset, VideoTripletDataset, collate, collate_triplets, selfsup_batches
 from perception.train.distill import DistillConfig, distill_wrapper
 from perception.train.losses import SELFSUP_DEFAULT, PerceptionLoss
@@ -185,14 +186,22 @@ def _trim_log(path: Path, last_step: int) -> None:
         log.info("%s: dropped %d rows logged after step %d (the checkpoint)", path, len(lines) - len(kept), last_step)
 
 
+def _frozen_model(spec: str, what: str, device: torch.device) -> PerceptionNet:
+    """A registered model or model file, fused (same outputs, faster), in eval mode, on ``device``."""
+    try:
+        model = resolve_model(spec)  # a registered name (shipped weights) or a model file
+    except ModelLoadError as exc:
+        raise ValueError(f"{what} {exc}") from None
+    model = reparameterize_model(model.float()).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def _distill_wrapper(settings: DistillSettings, device: torch.device
                      ) -> Callable[[PerceptionLoss, PerceptionNet], Any]:
     """The config's ``distill:`` teacher, fused (same outputs, faster) and frozen, as a loss wrapper."""
-    try:
-        teacher = resolve_model(settings.teacher)  # a registered name (shipped weights) or a model file
-    except ModelLoadError as exc:
-        raise ValueError(f"distill.teacher {exc}") from None
-    teacher = reparameterize_model(teacher.float()).to(device).eval()
+    teacher = _frozen_model(settings.teacher, "distill.teacher", device)
     log.info("distilling from %s (temperature %g)", settings.teacher, settings.temperature)
     return distill_wrapper(teacher, DistillConfig(temperature=settings.temperature, w_cls=settings.w_cls,
                                                   w_feat=settings.w_feat, w_depth=settings.w_depth))
@@ -216,6 +225,7 @@ class _Run:
     use_video: bool = False
     ss_weight: float = 0.0
     pose_net: PoseNet | None = None
+    blur_teacher: torch.nn.Module | None = None   # frozen target model of loss.blur_consistency
     step: int = 0
     epoch: int = 0
     pos: int = 0
@@ -301,8 +311,12 @@ def _build_model(cfg: TrainConfig, rank: int, world: int, device: torch.device, 
         log.info("self-supervised depth on video: weight %g, %d triplets per step", ss_weight, cfg.selfsup_batch)
     elif use_video:
         log.warning("loss.selfsup is 0: the video: data specs are not used")
+    blur_teacher = None
+    if cfg.blur_teacher is not None:
+        blur_teacher = _frozen_model(cfg.blur_teacher, "blur_teacher", device)
+        log.info("blur consistency (weight %g) towards %s", cfg.loss.blur_consistency, cfg.blur_teacher)
     return _Run(cfg, out, device, rank, world, model, ema, opt, criterion, use_video=use_video, ss_weight=ss_weight,
-                pose_net=pose_net)
+                pose_net=pose_net, blur_teacher=blur_teacher)
 
 
 def _resume(run: _Run) -> None:
@@ -392,6 +406,10 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> tuple[float, torch
             poses = run.ddp_pose(torch.cat([target, target]),
                                  torch.cat([ss["frames_aug"][:, 0], ss["frames_aug"][:, 2]]))
     loss, parts = run.criterion(outputs, run.anchors, run.strides, batch)
+    if cfg.loss.blur_consistency > 0:
+        bc = _blur_consistency(run, batch, outputs["depth"])
+        loss = loss + cfg.loss.blur_consistency * bc
+        parts["blur_cons"] = float(bc.detach())
     if ss is not None:
         # tie-breaking noise from a generator seeded by the step: exact on resume
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000003 + run.step)
@@ -413,6 +431,25 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> tuple[float, torch
     return lr, loss, parts
 
 
+def _blur_consistency(run: _Run, batch: dict[str, torch.Tensor], depth: torch.Tensor) -> torch.Tensor:
+    """The blur-consistency loss (train/consistency.py) over the batch's images without dense
+    depth labels; the target is the depth of the blurred image by ``cfg.blur_teacher`` (frozen),
+    or else by the EMA model."""
+    B = batch["images"].shape[0]
+    dense = batch.get("depth_dense")
+    real = ~dense if dense is not None else torch.ones(B, dtype=torch.bool, device=depth.device)
+    if not bool(real.any()):
+        return depth.sum() * 0.0
+    amp_dtype = run.amp_dtype
+    with torch.no_grad(), torch.autocast(run.device.type, enabled=False):
+        blurred = gaussian_blur(batch["images"][real].float())     # the model checks for fp32 input
+    with torch.no_grad(), torch.autocast(run.device.type, dtype=amp_dtype or torch.float32,
+                                         enabled=amp_dtype is not None):
+        teacher = run.blur_teacher if run.blur_teacher is not None else run.ema.module
+        target = teacher(blurred, batch["K"][real])["depth"]
+    return blur_consistency_loss(depth[real], target)
+
+
 class _TrainLog:
     """``log.csv``, TensorBoard and the ``progress`` callback (rank 0), every ``cfg.log_every`` steps."""
 
@@ -426,7 +463,8 @@ class _TrainLog:
         self.writer: csv.writer | None = csv.writer(self.csv_file) if self.csv_file else None
         self.columns = ["step", "epoch", "lr", "loss", "cls", "box", "l1", "depth_obj", "size", "angle", "offset",
                         "depth", "depth_grad"] + (list(SELFSUP_COLUMNS) if run.pose_net is not None else []) + \
-            (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + ["img_per_s"]
+            (list(DISTILL_COLUMNS) if cfg.distill is not None else []) + \
+            (["blur_cons"] if cfg.loss.blur_consistency > 0 else []) + ["img_per_s"]
         if self.writer and csv_path.stat().st_size == 0:
             self.writer.writerow(self.columns + ["time"])
         self.tb = _tensorboard(out, purge_step=step + 1 if resume else None) if rank == 0 else None
