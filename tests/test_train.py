@@ -538,6 +538,17 @@ def test_blur_consistency_loss_is_scale_invariant_log_error_on_surfaces_only():
     assert float(blur_consistency_loss(two, torch.cat([target, target]))) == pytest.approx(float(loss.detach()), rel=1e-5)
 
 
+def test_affine_blur_consistency_ignores_the_spread_of_depths_but_not_their_pattern():
+    from perception.train.consistency import blur_consistency_loss
+
+    target = torch.linspace(2.0, 50.0, 64).reshape(1, 1, 8, 8)
+    stretched = target ** 1.5 / 3.0                             # same order, wider spread, other scale
+    assert float(blur_consistency_loss(stretched, target)) > 0.1
+    assert float(blur_consistency_loss(stretched, target, affine=True)) == pytest.approx(0.0, abs=1e-5)
+    shuffled = target.flatten()[torch.randperm(64, generator=torch.Generator().manual_seed(0))].reshape(target.shape)
+    assert float(blur_consistency_loss(shuffled, target, affine=True)) > 0.3
+
+
 def test_blur_consistency_uses_only_images_without_dense_depth():
     """The term is computed on the real frames of a batch (no dense depth labels), with the EMA
     model's depth of the blurred image as the target."""
@@ -550,8 +561,10 @@ def test_blur_consistency_uses_only_images_without_dense_depth():
     ema = create_model("rep-n").eval()
     images = torch.rand(2, 3, 64, 96)
     K = torch.tensor([[80.0, 0, 48], [0, 80.0, 32], [0, 0, 1]]).expand(2, 3, 3).contiguous()
+    from perception.train.losses import LossWeights
+
     run = SimpleNamespace(ema=SimpleNamespace(module=ema), blur_teacher=None, amp_dtype=None,
-                          device=torch.device("cpu"))
+                          device=torch.device("cpu"), cfg=SimpleNamespace(loss=LossWeights(blur_consistency=1.0)))
     depth = torch.full((2, 1, 64, 96), 5.0)
     depth[0] = 1e4                                              # the synthetic image's prediction: not used
     with torch.no_grad():

@@ -39,11 +39,14 @@ def gaussian_blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tens
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), kx.transpose(2, 3), groups=C)
 
 
-def blur_consistency_loss(pred: torch.Tensor, target: torch.Tensor, max_depth: float = 80.0) -> torch.Tensor:
+def blur_consistency_loss(pred: torch.Tensor, target: torch.Tensor, max_depth: float = 80.0,
+                          affine: bool = False) -> torch.Tensor:
     """Scale-invariant log-depth L1 between ``pred`` and ``target`` (``[B, 1, H, W]`` metres, no
     gradient through ``target``): per image, the mean of ``|r - median(r)|`` with
     ``r = log pred - log target`` over the pixels whose target is in ``(0, max_depth)``, averaged
-    over the images that have such pixels; 0 when none has.
+    over the images that have such pixels; 0 when none has. ``affine``: each side's log depth is
+    also divided by its mean absolute deviation from its median first, so the term cannot change
+    the spread of depths either, only their pattern.
 
     Scale-invariant because the blurred view's scale is not better, and a model pulled towards
     its own blurred depth drifts: a blur reads nearer, so each step's target is a little nearer
@@ -55,6 +58,11 @@ def blur_consistency_loss(pred: torch.Tensor, target: torch.Tensor, max_depth: f
     for p, t in zip(pred, target):
         valid = torch.isfinite(t) & (t > 0) & (t < max_depth)
         if bool(valid.any()):
-            r = p[valid].log() - t[valid].log()
+            lp, lt = p[valid].log(), t[valid].log()
+            if affine:
+                lp, lt = lp - lp.detach().median(), lt - lt.median()
+                lp = lp / (lp.detach().abs().mean() + 1e-6)
+                lt = lt / (lt.abs().mean() + 1e-6)
+            r = lp - lt
             losses.append((r - r.detach().median()).abs().mean())
     return torch.stack(losses).mean() if losses else pred.sum() * 0.0
