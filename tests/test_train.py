@@ -587,3 +587,5 @@ def test_blur_consistency_weight_is_checked(bad):
     assert TrainConfig.from_dict({"loss": {"blur_consistency": 0.5}}).loss.blur_consistency == 0.5
     with pytest.raises(ValueError, match="blur_teacher"):                # a teacher for a term that is off
         TrainConfig.from_dict({"blur_teacher": "rep-s"})
+    with pytest.raises(ValueError, match="blur_consistency_affine"):
+        TrainConfig.from_dict({"loss": {"blur_consistency": 1.0, "blur_consistency_affine": "yes"}})

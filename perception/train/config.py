@@ -81,6 +81,9 @@ class TrainConfig:
         bc = cfg.loss.blur_consistency
         if isinstance(bc, bool) or not isinstance(bc, (int, float)) or not bc >= 0 or bc == float("inf"):
             raise ValueError(f"{where}: loss.blur_consistency must be a weight >= 0, got {bc!r}")
+        if not isinstance(cfg.loss.blur_consistency_affine, bool):
+            raise ValueError(f"{where}: loss.blur_consistency_affine must be true or false, "
+                             f"got {cfg.loss.blur_consistency_affine!r}")
         if cfg.blur_teacher is not None and not bc > 0:
             raise ValueError(f"{where}: blur_teacher is set but loss.blur_consistency is 0, so it would not be used")
         if cfg.amp not in ("bf16", "fp16", "none"):
