@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class TrainConfig:
                 d[key] = str(Path(d[key]).expanduser())
         cfg = cls(**d)
         bc = cfg.loss.blur_consistency
-        if isinstance(bc, bool) or not isinstance(bc, (int, float)) or not bc >= 0 or bc == float("inf"):
+        if isinstance(bc, bool) or not isinstance(bc, (int, float)) or not (math.isfinite(bc) and bc >= 0):
             raise ValueError(f"{where}: loss.blur_consistency must be a weight >= 0, got {bc!r}")
         if not isinstance(cfg.loss.blur_consistency_affine, bool):
             raise ValueError(f"{where}: loss.blur_consistency_affine must be true or false, "
