@@ -125,3 +125,18 @@ def test_adapt_cli_rejects_bad_options(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["adapt", "--source", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o"),
                                    "--teacher", str(tmp_path / "none.onnx")])
     assert res.exit_code == 1 and "teacher" in res.output
+    res = CliRunner().invoke(app, ["adapt", "--source", "x.mp4", "--out", str(tmp_path), "--blur-consistency", "-1"])
+    assert res.exit_code == 1 and "--blur-consistency" in res.output
+
+
+def test_adapt_blur_consistency_reaches_the_training_config(tmp_path: Path) -> None:
+    from perception.adapt.adapter import train_config
+    from perception.adapt.footage import Footage
+
+    footage = Footage(tmp_path, default_camera(1280, 720), train_frames=100, triplets=50, heldout_frames=20,
+                      source="x.mp4", plan={})
+    cfg = train_config(AdaptOptions(source="x.mp4", out=tmp_path, blur_consistency=0.5), "rep-s", "init.safetensors",
+                       footage, tmp_path / "synth", (224, 384))
+    assert cfg.loss.blur_consistency == 0.5 and cfg.loss.blur_consistency_max_depth == 80.0
+    assert train_config(AdaptOptions(source="x.mp4", out=tmp_path), "rep-s", "init.safetensors", footage, None,
+                        (224, 384)).loss.blur_consistency == 0.0

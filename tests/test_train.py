@@ -576,6 +576,9 @@ def test_blur_consistency_uses_only_images_without_dense_depth():
         other = blur_consistency_loss(depth[1:], run.blur_teacher(gaussian_blur(images[1:]), K[1:])["depth"])
     assert float(other) != pytest.approx(float(expected), rel=1e-3)
     assert float(_blur_consistency(run, batch, depth)) == pytest.approx(float(other), rel=1e-5)
+    run.cfg.loss.blur_consistency_max_depth = 1e-3                # no target surface that near: nothing pulled
+    assert float(_blur_consistency(run, batch, depth)) == 0.0
+    run.cfg.loss.blur_consistency_max_depth = 80.0
     batch["depth_dense"] = torch.tensor([True, True])
     assert float(_blur_consistency(run, batch, depth)) == 0.0
 
@@ -589,3 +592,9 @@ def test_blur_consistency_weight_is_checked(bad):
         TrainConfig.from_dict({"blur_teacher": "rep-s"})
     with pytest.raises(ValueError, match="blur_consistency_affine"):
         TrainConfig.from_dict({"loss": {"blur_consistency": 1.0, "blur_consistency_affine": "yes"}})
+
+
+@pytest.mark.parametrize("bad", [0.0, -5.0, float("nan"), "20", True])
+def test_blur_consistency_max_depth_is_checked(bad):
+    with pytest.raises(ValueError, match="blur_consistency_max_depth"):
+        TrainConfig.from_dict({"loss": {"blur_consistency": 1.0, "blur_consistency_max_depth": bad}})

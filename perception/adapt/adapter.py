@@ -36,6 +36,7 @@ from perception.nn.resolve import shipped_checkpoint
 from perception.pipeline.runner import auto_size
 from perception.train import TrainConfig, train
 from perception.train.data import AugmentConfig
+from perception.train.losses import LossWeights
 from perception.train.sources import SHARED_DATA, render_synth
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class AdaptOptions:
     max_heldout: int = 300
     holdout: float = 0.2                        # fraction of the footage (whole time blocks) held out
     synth_frames: int = 600                     # synthetic replay frames through the user's camera; 0: none
+    blur_consistency: float = 0.0               # weight of loss.blur_consistency on the real frames; 0: off
     teacher: str = str(SHARED_DATA / "weights" / "yolox_nano.onnx")
     seed: int = 0
     amp: str = "bf16"
@@ -107,7 +109,9 @@ def train_config(opts: AdaptOptions, name: str, init: str, footage: Footage, syn
                        log_every=max(1, min(10, opts.steps)), device=opts.device, selfsup_batch=2,
                        # fine texture on the smooth rendered replay, as in rep-s stage 10: without it
                        # the replay teaches "fine detail = far away" again (docs/training.md)
-                       augment=AugmentConfig(scale=(0.8, 1.5), detail=0.5))
+                       augment=AugmentConfig(scale=(0.8, 1.5), detail=0.5),
+                       # real frames' depth pulled towards the EMA's depth of them blurred (train/consistency.py)
+                       loss=LossWeights(blur_consistency=opts.blur_consistency))
 
 
 def adapt(opts: AdaptOptions, resume: bool = False, progress: Progress | None = None,

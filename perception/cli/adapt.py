@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import typer
@@ -28,6 +29,8 @@ def adapt_command(
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction of the footage held out (whole time blocks)."),
     synth_frames: int = typer.Option(600, "--synth-frames", help="Synthetic frames rendered through your camera "
                                      "and mixed in, so 3D boxes and metric depth do not drift (0: none)."),
+    blur_consistency: float = typer.Option(0.0, "--blur-consistency", help="Weight of the blur-consistency depth "
+                                           "term on your frames (docs/training.md, 'Config'; 0: off)."),
     teacher: Path = typer.Option(None, "--teacher", help="COCO teacher ONNX (default: "
                                  "$PERCEPTION_SHARED_DATA/weights/yolox_nano.onnx)."),
     seed: int = typer.Option(0, "--seed"),
@@ -46,6 +49,8 @@ def adapt_command(
 
     if steps < 1 or batch < 1 or max_frames < 1 or max_heldout < 1 or synth_frames < 0:
         fail("--steps, --batch, --max-frames and --max-heldout must be at least 1, --synth-frames at least 0")
+    if not (math.isfinite(blur_consistency) and blur_consistency >= 0):
+        fail(f"--blur-consistency must be a weight >= 0, got {blur_consistency}")
     if not 0.0 < holdout < 1.0:
         fail(f"--holdout must be a fraction in (0, 1), got {holdout}")
     if not 0.0 < lr < 1.0:
@@ -56,7 +61,8 @@ def adapt_command(
         fail(f"--size: {exc}")
     opts = AdaptOptions(source=source, out=out, model=model, calib=str(calib) if calib else None, size=hw,
                         steps=steps, batch=batch, lr=lr, max_frames=max_frames, max_heldout=max_heldout,
-                        holdout=holdout, synth_frames=synth_frames, seed=seed)
+                        holdout=holdout, synth_frames=synth_frames, blur_consistency=blur_consistency,
+                        seed=seed)
     if teacher is not None:
         opts.teacher = str(teacher)
     columns = (TextColumn("[bold]{task.description:>16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -85,6 +85,9 @@ class TrainConfig:
         if not isinstance(cfg.loss.blur_consistency_affine, bool):
             raise ValueError(f"{where}: loss.blur_consistency_affine must be true or false, "
                              f"got {cfg.loss.blur_consistency_affine!r}")
+        md = cfg.loss.blur_consistency_max_depth
+        if isinstance(md, bool) or not isinstance(md, (int, float)) or not (math.isfinite(md) and md > 0):
+            raise ValueError(f"{where}: loss.blur_consistency_max_depth must be a depth in metres > 0, got {md!r}")
         if cfg.blur_teacher is not None and not bc > 0:
             raise ValueError(f"{where}: blur_teacher is set but loss.blur_consistency is 0, so it would not be used")
         if cfg.amp not in ("bf16", "fp16", "none"):

@@ -40,6 +40,7 @@ class LossWeights:
     # depth of the same image blurred by 1 px (train/consistency.py); 0 = off
     blur_consistency: float = 0.0
     blur_consistency_affine: bool = False   # also take out the spread of log depth (see consistency.py)
+    blur_consistency_max_depth: float = 80.0   # metres: only pixels whose target is nearer are pulled
 
 
 # Why 0.1: the photometric term (SSIM/L1 mix on [0, 1] images) is of order 0.05-0.15 and its

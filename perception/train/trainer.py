@@ -447,7 +447,8 @@ def _blur_consistency(run: _Run, batch: dict[str, torch.Tensor], depth: torch.Te
                                          enabled=amp_dtype is not None):
         teacher = run.blur_teacher if run.blur_teacher is not None else run.ema.module
         target = teacher(blurred, batch["K"][real])["depth"]
-    return blur_consistency_loss(depth[real], target, affine=run.cfg.loss.blur_consistency_affine)
+    return blur_consistency_loss(depth[real], target, max_depth=run.cfg.loss.blur_consistency_max_depth,
+                                 affine=run.cfg.loss.blur_consistency_affine)
 
 
 class _TrainLog:
