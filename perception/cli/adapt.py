@@ -30,7 +30,8 @@ def adapt_command(
     synth_frames: int = typer.Option(600, "--synth-frames", help="Synthetic frames rendered through your camera "
                                      "and mixed in, so 3D boxes and metric depth do not drift (0: none)."),
     blur_consistency: float = typer.Option(0.0, "--blur-consistency", help="Weight of the blur-consistency depth "
-                                           "term on your frames (docs/training.md, 'Config'; 0: off)."),
+                                           "term on your frames (docs/training.md, 'Config'). Off by default: "
+                                           "it kept other cameras' depth but made yours drift near (docs/adapt.md)."),
     teacher: Path = typer.Option(None, "--teacher", help="COCO teacher ONNX (default: "
                                  "$PERCEPTION_SHARED_DATA/weights/yolox_nano.onnx)."),
     seed: int = typer.Option(0, "--seed"),
