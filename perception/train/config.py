@@ -24,6 +24,11 @@ class DistillSettings:
     w_depth: float = 0.5  # L1 on log depth against the teacher
 
 
+def _is_number(x: Any) -> bool:
+    """A finite int or float from the config (YAML ``true`` is a bool, not a number)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 @dataclass
 class TrainConfig:
     model: str = "rep-n"
@@ -80,13 +85,13 @@ class TrainConfig:
                 d[key] = str(Path(d[key]).expanduser())
         cfg = cls(**d)
         bc = cfg.loss.blur_consistency
-        if isinstance(bc, bool) or not isinstance(bc, (int, float)) or not (math.isfinite(bc) and bc >= 0):
+        if not (_is_number(bc) and bc >= 0):
             raise ValueError(f"{where}: loss.blur_consistency must be a weight >= 0, got {bc!r}")
         if not isinstance(cfg.loss.blur_consistency_affine, bool):
             raise ValueError(f"{where}: loss.blur_consistency_affine must be true or false, "
                              f"got {cfg.loss.blur_consistency_affine!r}")
         md = cfg.loss.blur_consistency_max_depth
-        if isinstance(md, bool) or not isinstance(md, (int, float)) or not (math.isfinite(md) and md > 0):
+        if not (_is_number(md) and md > 0):
             raise ValueError(f"{where}: loss.blur_consistency_max_depth must be a depth in metres > 0, got {md!r}")
         if cfg.blur_teacher is not None and not bc > 0:
             raise ValueError(f"{where}: blur_teacher is set but loss.blur_consistency is 0, so it would not be used")

@@ -7,9 +7,9 @@ Gaussian blur of the input takes rep-s's KITTI 000008 depth error from about 0.3
 small cars (nuScenes car AP50 0.29 -> 0.11). So the blurred view is used as a teacher, for depth
 only: on each training image without dense depth labels (the teacher-labelled real frames), the
 depth predicted from the image as it is is pulled towards the EMA model's (or a frozen
-``blur_teacher``'s) depth of the same image blurred by :data:`BLUR_SIGMA` pixels (no gradient through the target), in log space up to a
-scale per image, over the pixels where the target is a surface within ``max_depth`` (not the
-sky). Detection still sees the crisp image, and the synthetic frames keep their metric labels,
+``blur_teacher``'s) depth of the same image blurred by :data:`BLUR_SIGMA` pixels (no gradient
+through the target), in log space up to a scale per image, over the pixels where the target is a
+surface within ``max_depth`` (not the sky). Detection still sees the crisp image, and the synthetic frames keep their metric labels,
 which set the scale.
 
 Off unless ``loss.blur_consistency`` (its weight) is > 0 in the training config.
